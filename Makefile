@@ -1,0 +1,65 @@
+# The two commands a new user runs: `make demo` and `make test`. Both set up .venv first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+DEMO_DIR ?= demo
+export WANDB_MODE ?= disabled
+
+.PHONY: all venv build demo test test-rust test-python lint fmt bench wheel clean
+
+all: build
+
+# Dependencies come from pyproject.toml; uv resolves and links them from its cache in seconds
+# on a second run. torch from PyPI is the CUDA build on Linux, so a GPU user gets CUDA.
+$(VENV)/.deps: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip uv
+	$(UV) pip install --python $(PY) -q -r pyproject.toml --extra dev
+	touch $@
+
+venv: $(VENV)/.deps
+
+# Release build of the extension into the venv (maturin develop --release).
+build: venv
+	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
+		$(VENV)/bin/maturin develop --release --uv -q
+
+demo: build
+	rm -rf $(DEMO_DIR)
+	$(PY) -m fastmask synth --out $(DEMO_DIR)/data --people 120 --eval-people 40 --seed 0
+	$(PY) -m fastmask eda $(DEMO_DIR)/data --out $(DEMO_DIR)/eda
+	@echo "demo: data in $(DEMO_DIR)/data, EDA plots and summary.json in $(DEMO_DIR)/eda"
+
+lint: venv
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/mypy
+	cargo fmt --check
+	cargo clippy --all-targets -q -- -D warnings
+
+fmt: venv
+	$(VENV)/bin/ruff format python tests benches
+	$(VENV)/bin/ruff check --fix python tests benches
+	cargo fmt
+
+test-rust:
+	cargo test -q
+
+# pytest exits 5 when it collects no test; that is a failure of the suite here, not a pass.
+test-python: build
+	$(PY) -m pytest -q
+
+test: build lint test-rust test-python
+	$(VENV)/bin/python -m mypy.stubtest fastmask._native --ignore-missing-stub
+
+bench: build
+	cargo bench --bench native
+
+wheel: venv
+	$(VENV)/bin/maturin build --release -o dist
+
+clean:
+	rm -rf target dist $(VENV) $(DEMO_DIR)

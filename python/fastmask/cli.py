@@ -1,0 +1,52 @@
+"""Command line entry point: `python -m fastmask <command>`.
+
+Each command module exposes `register(subparsers)`, which adds its parser and sets
+`func` to the function that runs it. Modules import torch lazily so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from fastmask import __version__
+from fastmask.errors import FastmaskError
+
+# Order here is the order in `--help`; a module is listed once its command works.
+COMMAND_MODULES = [
+    "fastmask.synth",
+    "fastmask.eda",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastmask",
+        description="Train and ship mask / gender / age classifiers fed by a parallel Rust loader.",
+    )
+    parser.add_argument("--version", action="version", version=f"fastmask {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except FastmaskError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
