@@ -49,4 +49,3 @@ def main(argv: list[str] | None = None) -> int:
     except FastmaskError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-
