@@ -22,7 +22,10 @@ impl Error {
     /// Attach the file a decode error came from, so the message names it.
     pub fn with_path(self, path: &std::path::Path) -> Error {
         match self {
-            Error::Image(reason) => Error::Decode { path: path.to_path_buf(), reason },
+            Error::Image(reason) => Error::Decode {
+                path: path.to_path_buf(),
+                reason,
+            },
             other => other,
         }
     }

@@ -1,0 +1,1199 @@
+//! Crop, resize and augmentation of RGB8 HWC images, written into caller-supplied buffers.
+//!
+//! `process` is the one entry point of the loader: crop region -> (train: random resized crop
+//! -> rotation) -> resize -> (train: flip -> colour jitter -> grayscale -> noise -> erase).
+//! Every random draw comes from the `Rng` passed in, in a fixed order, so a sample's result
+//! depends only on its RNG stream, never on the thread that made it.
+
+use crate::decode::Image;
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use fast_image_resize as fr;
+use std::cell::RefCell;
+
+/// A crop box in SOURCE pixel coordinates (`Image::source_width/height`, i.e. full scale
+/// after EXIF orientation). Parts outside the image are clamped away; a box with less than
+/// one source pixel of width or height left (including reversed or NaN boxes) is
+/// degenerate and falls back to the centre crop of the config.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CropBox {
+    pub x0: f32,
+    pub y0: f32,
+    pub x1: f32,
+    pub y1: f32,
+}
+
+/// A region of the decoded image, in its own pixel coordinates (floats: the resizer and
+/// the warp sample sub-pixel regions).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Region {
+    pub x: f32,
+    pub y: f32,
+    pub w: f32,
+    pub h: f32,
+}
+
+/// A rectangle of an output buffer, in whole pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rect {
+    pub x: usize,
+    pub y: usize,
+    pub w: usize,
+    pub h: usize,
+}
+
+/// Every knob of the augmentation; probabilities are in [0, 1].
+#[derive(Clone, Debug, PartialEq)]
+pub struct AugmentConfig {
+    /// Fraction of (width, height) kept, centred, when no crop box is given.
+    pub center_crop: (f32, f32),
+    /// Vertical shift of that region as a fraction of the height (negative = up), clamped so
+    /// the region stays inside the image.
+    pub center_offset_y: f32,
+    /// Random resized crop (torchvision semantics): area fraction and aspect-ratio range,
+    /// 10 tries, then the whole region.
+    pub rrc_scale: (f32, f32),
+    pub rrc_ratio: (f32, f32),
+    pub rrc_p: f32,
+    pub hflip_p: f32,
+    /// Rotation angle uniform in [-rotate_deg, rotate_deg], positive = counter-clockwise.
+    pub rotate_deg: f32,
+    pub rotate_p: f32,
+    /// ColorJitter (torchvision semantics, fixed order b, c, s, h): factors uniform in
+    /// [max(0, 1 - x), 1 + x]; hue shift uniform in [-hue, hue] turns (hue <= 0.5).
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    pub hue: f32,
+    pub jitter_p: f32,
+    pub grayscale_p: f32,
+    /// Gaussian noise, standard deviation in pixel units (0-255).
+    pub noise_std: f32,
+    pub noise_p: f32,
+    /// Random erasing (torchvision semantics: area fraction, aspect ratio, 10 tries); the
+    /// rectangle is filled with uniform random noise, like torchvision's value="random".
+    pub erase_p: f32,
+    pub erase_scale: (f32, f32),
+    pub erase_ratio: (f32, f32),
+}
+
+impl AugmentConfig {
+    /// Deterministic crop + resize only: every probability is 0.
+    pub fn eval() -> Self {
+        AugmentConfig {
+            center_crop: (1.0, 0.75),
+            center_offset_y: -0.05,
+            rrc_scale: (0.08, 1.0),
+            rrc_ratio: (3.0 / 4.0, 4.0 / 3.0),
+            rrc_p: 0.0,
+            hflip_p: 0.0,
+            rotate_deg: 0.0,
+            rotate_p: 0.0,
+            brightness: 0.0,
+            contrast: 0.0,
+            saturation: 0.0,
+            hue: 0.0,
+            jitter_p: 0.0,
+            grayscale_p: 0.0,
+            noise_std: 0.0,
+            noise_p: 0.0,
+            erase_p: 0.0,
+            erase_scale: (0.02, 0.33),
+            erase_ratio: (0.3, 3.3),
+        }
+    }
+
+    /// Per-task presets. "mask" jitters colour hard (mask colours vary and carry no label);
+    /// "gender" and "age" keep colour mild (skin and hair colour carry age cues) and keep
+    /// crops large (wrinkles and hairline are small details). All flip with p = 0.5.
+    pub fn preset(name: &str) -> Result<Self> {
+        let base = AugmentConfig {
+            hflip_p: 0.5,
+            ..AugmentConfig::eval()
+        };
+        let cfg = match name {
+            "none" => AugmentConfig::eval(),
+            "light" => AugmentConfig {
+                rrc_scale: (0.8, 1.0),
+                rrc_p: 0.5,
+                rotate_deg: 5.0,
+                rotate_p: 0.2,
+                brightness: 0.1,
+                contrast: 0.1,
+                saturation: 0.1,
+                jitter_p: 0.5,
+                ..base
+            },
+            "mask" => AugmentConfig {
+                rrc_scale: (0.6, 1.0),
+                rrc_p: 0.8,
+                rotate_deg: 10.0,
+                rotate_p: 0.3,
+                brightness: 0.3,
+                contrast: 0.3,
+                saturation: 0.4,
+                hue: 0.1,
+                jitter_p: 0.8,
+                grayscale_p: 0.1,
+                noise_std: 6.0,
+                noise_p: 0.2,
+                erase_p: 0.2,
+                erase_scale: (0.02, 0.1),
+                ..base
+            },
+            "gender" => AugmentConfig {
+                rrc_scale: (0.7, 1.0),
+                rrc_p: 0.7,
+                rotate_deg: 8.0,
+                rotate_p: 0.3,
+                brightness: 0.15,
+                contrast: 0.15,
+                saturation: 0.1,
+                jitter_p: 0.5,
+                grayscale_p: 0.05,
+                noise_std: 3.0,
+                noise_p: 0.1,
+                erase_p: 0.2,
+                erase_scale: (0.02, 0.1),
+                ..base
+            },
+            "age" => AugmentConfig {
+                rrc_scale: (0.8, 1.0),
+                rrc_p: 0.5,
+                rotate_deg: 5.0,
+                rotate_p: 0.3,
+                brightness: 0.1,
+                contrast: 0.1,
+                saturation: 0.05,
+                jitter_p: 0.5,
+                noise_std: 2.0,
+                noise_p: 0.1,
+                erase_p: 0.1,
+                erase_scale: (0.02, 0.08),
+                ..base
+            },
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown augmentation preset {other:?} (expected none, light, mask, gender \
+                     or age)"
+                )))
+            }
+        };
+        Ok(cfg)
+    }
+
+    /// Check every knob; `process` calls this, so a bad config fails before any pixel work.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |what: &str, v: &dyn std::fmt::Debug| {
+            Err(Error::Invalid(format!("augment {what} = {v:?} is out of range")))
+        };
+        let unit = |v: f32| (0.0..=1.0).contains(&v);
+        let range = |(lo, hi): (f32, f32), max: f32| lo > 0.0 && lo <= hi && hi <= max;
+        for (name, p) in [
+            ("rrc_p", self.rrc_p),
+            ("hflip_p", self.hflip_p),
+            ("rotate_p", self.rotate_p),
+            ("jitter_p", self.jitter_p),
+            ("grayscale_p", self.grayscale_p),
+            ("noise_p", self.noise_p),
+            ("erase_p", self.erase_p),
+        ] {
+            if !unit(p) {
+                return bad(name, &p);
+            }
+        }
+        let (cw, ch) = self.center_crop;
+        if !(cw > 0.0 && cw <= 1.0 && ch > 0.0 && ch <= 1.0) {
+            return bad("center_crop", &self.center_crop);
+        }
+        if !(-1.0..=1.0).contains(&self.center_offset_y) {
+            return bad("center_offset_y", &self.center_offset_y);
+        }
+        if !range(self.rrc_scale, 1.0) {
+            return bad("rrc_scale", &self.rrc_scale);
+        }
+        if !range(self.rrc_ratio, 100.0) {
+            return bad("rrc_ratio", &self.rrc_ratio);
+        }
+        if !(0.0..=180.0).contains(&self.rotate_deg) {
+            return bad("rotate_deg", &self.rotate_deg);
+        }
+        for (name, v) in [
+            ("brightness", self.brightness),
+            ("contrast", self.contrast),
+            ("saturation", self.saturation),
+        ] {
+            if !(0.0..=10.0).contains(&v) {
+                return bad(name, &v);
+            }
+        }
+        if !(0.0..=0.5).contains(&self.hue) {
+            return bad("hue", &self.hue);
+        }
+        if !(0.0..=255.0).contains(&self.noise_std) {
+            return bad("noise_std", &self.noise_std);
+        }
+        if !range(self.erase_scale, 1.0) {
+            return bad("erase_scale", &self.erase_scale);
+        }
+        if !range(self.erase_ratio, 100.0) {
+            return bad("erase_ratio", &self.erase_ratio);
+        }
+        Ok(())
+    }
+}
+
+/// Crop, resize and, with `train`, augment `img` into `out` (out_h * out_w * 3 bytes).
+/// Without `train` the result is deterministic and draws nothing from `rng`.
+#[allow(clippy::too_many_arguments)]
+pub fn process(
+    img: &Image,
+    crop: Option<CropBox>,
+    cfg: &AugmentConfig,
+    train: bool,
+    rng: &mut Rng,
+    out: &mut [u8],
+    out_w: usize,
+    out_h: usize,
+) -> Result<()> {
+    check_image(img)?;
+    check_out(out, out_w, out_h)?;
+    cfg.validate()?;
+    let mut region = crop_region(img, crop, cfg);
+    if !train {
+        return resize_into(img, region, out, out_w, out_h);
+    }
+    if rng.chance(cfg.rrc_p) {
+        region = random_resized_crop(region, cfg.rrc_scale, cfg.rrc_ratio, rng);
+    }
+    let angle = if cfg.rotate_deg > 0.0 && rng.chance(cfg.rotate_p) {
+        rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)
+    } else {
+        0.0
+    };
+    if angle != 0.0 {
+        rotate(img, region, angle, out, out_w, out_h)?;
+    } else {
+        resize_into(img, region, out, out_w, out_h)?;
+    }
+    if rng.chance(cfg.hflip_p) {
+        hflip_in_place(out, out_w, out_h)?;
+    }
+    if rng.chance(cfg.jitter_p) {
+        let mut factor = |x: f32| {
+            if x > 0.0 {
+                rng.uniform((1.0 - x).max(0.0), 1.0 + x)
+            } else {
+                1.0
+            }
+        };
+        let (b, c, s) = (
+            factor(cfg.brightness),
+            factor(cfg.contrast),
+            factor(cfg.saturation),
+        );
+        let h = if cfg.hue > 0.0 {
+            rng.uniform(-cfg.hue, cfg.hue)
+        } else {
+            0.0
+        };
+        adjust_brightness(out, b);
+        adjust_contrast(out, c);
+        adjust_saturation(out, s);
+        adjust_hue(out, h);
+    }
+    if rng.chance(cfg.grayscale_p) {
+        to_grayscale(out);
+    }
+    if rng.chance(cfg.noise_p) {
+        add_noise(out, cfg.noise_std, rng);
+    }
+    if rng.chance(cfg.erase_p) {
+        if let Some(rect) = random_erase_rect(out_w, out_h, cfg.erase_scale, cfg.erase_ratio, rng) {
+            erase(out, out_w, out_h, rect, rng)?;
+        }
+    }
+    Ok(())
+}
+
+/// f32 clamp that never panics (`f32::clamp` does on NaN or reversed bounds).
+#[inline]
+fn clampf(v: f32, lo: f32, hi: f32) -> f32 {
+    v.max(lo).min(hi)
+}
+
+fn check_image(img: &Image) -> Result<()> {
+    let want = img.width.checked_mul(img.height).and_then(|n| n.checked_mul(3));
+    if img.width == 0 || img.height == 0 || want != Some(img.data.len()) {
+        return Err(Error::Invalid(format!(
+            "image of {}x{} has {} bytes, expected width*height*3 > 0",
+            img.width,
+            img.height,
+            img.data.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_out(out: &[u8], w: usize, h: usize) -> Result<()> {
+    let want = w.checked_mul(h).and_then(|n| n.checked_mul(3));
+    if w == 0 || h == 0 || want != Some(out.len()) {
+        return Err(Error::Invalid(format!(
+            "output buffer has {} bytes, expected {w}x{h}x3 (both sides > 0)",
+            out.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The deterministic crop region of `img`, in its decoded pixel coordinates: the crop box
+/// (clamped) or, without one or when it is degenerate, the centre crop of `cfg`.
+pub fn crop_region(img: &Image, crop: Option<CropBox>, cfg: &AugmentConfig) -> Region {
+    let (iw, ih) = (img.width as f32, img.height as f32);
+    // Crop boxes are in full-scale coordinates; a DCT-scaled decode is smaller.
+    let sw = if img.source_width > 0 {
+        img.source_width as f32
+    } else {
+        iw
+    };
+    let sh = if img.source_height > 0 {
+        img.source_height as f32
+    } else {
+        ih
+    };
+    let boxed = crop
+        .filter(|b| ![b.x0, b.y0, b.x1, b.y1].iter().any(|v| v.is_nan()))
+        .and_then(|b| {
+            let (x0, x1) = (clampf(b.x0, 0.0, sw), clampf(b.x1, 0.0, sw));
+            let (y0, y1) = (clampf(b.y0, 0.0, sh), clampf(b.y1, 0.0, sh));
+            (x1 - x0 >= 1.0 && y1 - y0 >= 1.0).then_some(Region {
+                x: x0,
+                y: y0,
+                w: x1 - x0,
+                h: y1 - y0,
+            })
+        });
+    let r = boxed.unwrap_or_else(|| {
+        let w = sw * clampf(cfg.center_crop.0, 0.0, 1.0);
+        let h = sh * clampf(cfg.center_crop.1, 0.0, 1.0);
+        let y = clampf((sh - h) * 0.5 + cfg.center_offset_y * sh, 0.0, sh - h);
+        Region {
+            x: (sw - w) * 0.5,
+            y,
+            w,
+            h,
+        }
+    });
+    fit_region(
+        Region {
+            x: r.x * iw / sw,
+            y: r.y * ih / sh,
+            w: r.w * iw / sw,
+            h: r.h * ih / sh,
+        },
+        iw,
+        ih,
+    )
+}
+
+/// Keep a region inside a w x h image and at least one pixel on each side.
+fn fit_region(r: Region, w: f32, h: f32) -> Region {
+    let fit = |start: f32, len: f32, max: f32| {
+        let len = if len.is_finite() {
+            clampf(len, 1.0_f32.min(max), max)
+        } else {
+            max
+        };
+        let start = if start.is_finite() {
+            clampf(start, 0.0, max - len)
+        } else {
+            0.0
+        };
+        (start, len)
+    };
+    let (x, rw) = fit(r.x, r.w, w);
+    let (y, rh) = fit(r.y, r.h, h);
+    Region { x, y, w: rw, h: rh }
+}
+
+/// torchvision's RandomResizedCrop parameters inside `region` (floats, not rounded): 10
+/// tries at an area fraction in `scale` and log-uniform aspect ratio in `ratio`, then the
+/// whole region.
+pub fn random_resized_crop(region: Region, scale: (f32, f32), ratio: (f32, f32), rng: &mut Rng) -> Region {
+    let area = region.w * region.h;
+    let (lr0, lr1) = (ratio.0.ln(), ratio.1.ln());
+    for _ in 0..10 {
+        let target = area * rng.uniform(scale.0, scale.1);
+        let aspect = rng.uniform(lr0, lr1).exp();
+        let w = (target * aspect).sqrt();
+        let h = (target / aspect).sqrt();
+        if w > 0.0 && h > 0.0 && w <= region.w && h <= region.h {
+            let x = region.x + rng.uniform(0.0, region.w - w);
+            let y = region.y + rng.uniform(0.0, region.h - h);
+            return Region { x, y, w, h };
+        }
+    }
+    region
+}
+
+thread_local! {
+    // A Resizer keeps its scratch buffers between calls; one per thread avoids locking.
+    static RESIZER: RefCell<fr::Resizer> = RefCell::new(fr::Resizer::new());
+}
+
+/// Resize `region` of `img` into `out` (out_h * out_w * 3) with fast_image_resize's
+/// bilinear convolution, which widens its support when downscaling (antialiased, as PIL).
+pub fn resize_into(img: &Image, region: Region, out: &mut [u8], out_w: usize, out_h: usize) -> Result<()> {
+    check_image(img)?;
+    check_out(out, out_w, out_h)?;
+    let region = fit_region(region, img.width as f32, img.height as f32);
+    let dim = |v: usize| u32::try_from(v).map_err(|_| Error::Invalid(format!("size {v} too large")));
+    let src = fr::images::ImageRef::new(dim(img.width)?, dim(img.height)?, &img.data, fr::PixelType::U8x3)
+        .map_err(|e| Error::Invalid(format!("resize source: {e}")))?;
+    let mut dst = fr::images::Image::from_slice_u8(dim(out_w)?, dim(out_h)?, out, fr::PixelType::U8x3)
+        .map_err(|e| Error::Invalid(format!("resize destination: {e}")))?;
+    let options = fr::ResizeOptions::new()
+        .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
+        .crop(
+            f64::from(region.x),
+            f64::from(region.y),
+            f64::from(region.w),
+            f64::from(region.h),
+        );
+    let result = RESIZER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut resizer) => resizer.resize(&src, &mut dst, &options),
+        Err(_) => fr::Resizer::new().resize(&src, &mut dst, &options),
+    });
+    result.map_err(|e| Error::Invalid(format!("resize: {e}")))
+}
+
+/// The whole of `img` resized to width x height. The source size is kept, so crop boxes in
+/// source coordinates still apply to the result.
+pub fn resize_image(img: &Image, width: usize, height: usize) -> Result<Image> {
+    check_image(img)?;
+    let mut data = vec![0u8; width.saturating_mul(height).saturating_mul(3)];
+    let whole = Region {
+        x: 0.0,
+        y: 0.0,
+        w: img.width as f32,
+        h: img.height as f32,
+    };
+    resize_into(img, whole, &mut data, width, height)?;
+    Ok(Image {
+        width,
+        height,
+        data,
+        source_width: img.source_width,
+        source_height: img.source_height,
+    })
+}
+
+/// Crop `region`, rotate it by `angle_deg` about its centre (positive = counter-clockwise)
+/// and resize it into `out`, as one inverse-affine bilinear warp. Samples outside the image
+/// repeat the edge pixel. Not antialiased: meant for small training rotations.
+pub fn rotate(
+    img: &Image,
+    region: Region,
+    angle_deg: f32,
+    out: &mut [u8],
+    out_w: usize,
+    out_h: usize,
+) -> Result<()> {
+    check_image(img)?;
+    check_out(out, out_w, out_h)?;
+    let (w, h) = (img.width, img.height);
+    let region = fit_region(region, w as f32, h as f32);
+    let (sin, cos) = angle_deg.to_radians().sin_cos();
+    let (kx, ky) = (region.w / out_w as f32, region.h / out_h as f32);
+    let (cx, cy) = (region.x + region.w * 0.5, region.y + region.h * 0.5);
+    // Source point of output pixel centre (u, v) from the region centre: R(-angle) * (u, v).
+    // Source coordinates step in 16.16 fixed point along each output row.
+    let fixed = |v: f32| (f64::from(v) * 65536.0).round() as i64;
+    let (max_x, max_y) = (((w - 1) as i64) << 16, ((h - 1) as i64) << 16);
+    let (dx, dy) = (fixed(kx * cos), fixed(kx * sin));
+    let src = &img.data;
+    for (oy, row) in out.chunks_exact_mut(out_w * 3).enumerate() {
+        let v = (oy as f32 + 0.5 - out_h as f32 * 0.5) * ky;
+        let u0 = (0.5 - out_w as f32 * 0.5) * kx;
+        // -0.5 moves from continuous coordinates to pixel-centre indices.
+        let mut sx = fixed(cx + u0 * cos - v * sin - 0.5);
+        let mut sy = fixed(cy + u0 * sin + v * cos - 0.5);
+        for px in row.chunks_exact_mut(3) {
+            let (fx, fy) = (sx.clamp(0, max_x), sy.clamp(0, max_y));
+            let (x0, y0) = ((fx >> 16) as usize, (fy >> 16) as usize);
+            let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+            let (ax, ay) = (((fx >> 8) & 0xFF) as u32, ((fy >> 8) & 0xFF) as u32);
+            let (i00, i01) = ((y0 * w + x0) * 3, (y0 * w + x1) * 3);
+            let (i10, i11) = ((y1 * w + x0) * 3, (y1 * w + x1) * 3);
+            for c in 0..3 {
+                let top = u32::from(src[i00 + c]) * (256 - ax) + u32::from(src[i01 + c]) * ax;
+                let bot = u32::from(src[i10 + c]) * (256 - ax) + u32::from(src[i11 + c]) * ax;
+                px[c] = ((top * (256 - ay) + bot * ay + (1 << 15)) >> 16) as u8;
+            }
+            sx += dx;
+            sy += dy;
+        }
+    }
+    Ok(())
+}
+
+/// Mirror an RGB8 w x h buffer left-right.
+pub fn hflip_in_place(buf: &mut [u8], w: usize, h: usize) -> Result<()> {
+    check_out(buf, w, h)?;
+    for row in buf.chunks_exact_mut(w * 3) {
+        // Reversing the bytes reverses the pixels and turns RGB into BGR; swap back.
+        row.reverse();
+        for px in row.chunks_exact_mut(3) {
+            px.swap(0, 2);
+        }
+    }
+    Ok(())
+}
+
+fn lut(f: impl Fn(f32) -> f32) -> [u8; 256] {
+    let mut t = [0u8; 256];
+    for (v, slot) in t.iter_mut().enumerate() {
+        *slot = f(v as f32).round().clamp(0.0, 255.0) as u8;
+    }
+    t
+}
+
+fn apply_lut(buf: &mut [u8], t: &[u8; 256]) {
+    for v in buf.iter_mut() {
+        *v = t[usize::from(*v)];
+    }
+}
+
+/// torchvision's grayscale weights (0.299, 0.587, 0.114).
+const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
+
+/// Run `f` compiled with AVX2 when the CPU has it: the colour kernels are plain loops that
+/// LLVM vectorises about 9x better with AVX2 than with the x86-64 baseline (measured).
+#[inline(always)]
+fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
+/// out = M * (r, g, b) per pixel, M in Q12 fixed point, rounded and clamped.
+#[inline(always)]
+fn matrix_kernel(buf: &mut [u8], q: &[[i32; 3]; 3]) {
+    let n = buf.len() / 3;
+    let buf = &mut buf[..n * 3];
+    let [m0, m1, m2] = *q;
+    // Written out per channel: the loop vectorises as a stride-3 interleaved group.
+    for i in 0..n {
+        let r = i32::from(buf[3 * i]);
+        let g = i32::from(buf[3 * i + 1]);
+        let b = i32::from(buf[3 * i + 2]);
+        buf[3 * i] = ((m0[0] * r + m0[1] * g + m0[2] * b + 2048) >> 12).clamp(0, 255) as u8;
+        buf[3 * i + 1] = ((m1[0] * r + m1[1] * g + m1[2] * b + 2048) >> 12).clamp(0, 255) as u8;
+        buf[3 * i + 2] = ((m2[0] * r + m2[1] * g + m2[2] * b + 2048) >> 12).clamp(0, 255) as u8;
+    }
+}
+
+/// Apply a 3x3 colour matrix to every pixel (saturation, hue and grayscale are all one).
+pub fn apply_color_matrix(buf: &mut [u8], m: [[f32; 3]; 3]) {
+    let q = m.map(|row| row.map(|v| (v * 4096.0).round() as i32));
+    with_avx2(|| matrix_kernel(buf, &q));
+}
+
+/// Mean luma of an RGB8 buffer.
+fn mean_luma(buf: &[u8]) -> f32 {
+    let n = buf.len() / 3;
+    if n == 0 {
+        return 0.0;
+    }
+    // Per-channel u32 sums over blocks of 65536 pixels (255 * 65536 fits); vectorises.
+    let mut total = [0u64; 3];
+    with_avx2(|| {
+        for block in buf[..n * 3].chunks(3 * 65536) {
+            let (mut r, mut g, mut b) = (0u32, 0u32, 0u32);
+            for p in block.chunks_exact(3) {
+                r += u32::from(p[0]);
+                g += u32::from(p[1]);
+                b += u32::from(p[2]);
+            }
+            total[0] += u64::from(r);
+            total[1] += u64::from(g);
+            total[2] += u64::from(b);
+        }
+    });
+    let weighted: f64 = total
+        .iter()
+        .zip(LUMA)
+        .map(|(&t, w)| t as f64 * f64::from(w))
+        .sum();
+    (weighted / n as f64) as f32
+}
+
+/// Multiply every value by `factor` (torchvision adjust_brightness), via a lookup table.
+pub fn adjust_brightness(buf: &mut [u8], factor: f32) {
+    if factor != 1.0 {
+        apply_lut(buf, &lut(|v| v * factor));
+    }
+}
+
+/// Blend with the mean grey of the image (torchvision adjust_contrast), via a lookup table.
+pub fn adjust_contrast(buf: &mut [u8], factor: f32) {
+    if factor == 1.0 || buf.len() < 3 {
+        return;
+    }
+    let mean = mean_luma(buf);
+    apply_lut(buf, &lut(|v| factor * v + (1.0 - factor) * mean));
+}
+
+/// Blend each pixel with its own grey (torchvision adjust_saturation): one colour matrix.
+pub fn adjust_saturation(buf: &mut [u8], factor: f32) {
+    if factor == 1.0 {
+        return;
+    }
+    let mut m = [LUMA.map(|w| (1.0 - factor) * w); 3];
+    for (k, row) in m.iter_mut().enumerate() {
+        row[k] += factor;
+    }
+    apply_color_matrix(buf, m);
+}
+
+/// Shift hue by `shift` turns (in [-0.5, 0.5]) as a rotation of the chroma plane in YIQ
+/// space: one 3x3 colour matrix, close to (not exactly) torchvision's HSV hue shift.
+pub fn adjust_hue(buf: &mut [u8], shift: f32) {
+    if shift == 0.0 {
+        return;
+    }
+    const TO_YIQ: [[f32; 3]; 3] = [
+        [0.299, 0.587, 0.114],
+        [0.596, -0.274, -0.322],
+        [0.211, -0.523, 0.312],
+    ];
+    const TO_RGB: [[f32; 3]; 3] = [[1.0, 0.956, 0.621], [1.0, -0.272, -0.647], [1.0, -1.106, 1.703]];
+    // HSV hue runs R -> G -> B, which is clockwise in the (I, Q) plane: rotate by -shift.
+    let (s, c) = (-shift * std::f32::consts::TAU).sin_cos();
+    let rot = [[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]];
+    let mul = |a: &[[f32; 3]; 3], b: &[[f32; 3]; 3]| {
+        let mut m = [[0.0f32; 3]; 3];
+        for (i, row) in m.iter_mut().enumerate() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = (0..3).map(|k| a[i][k] * b[k][j]).sum();
+            }
+        }
+        m
+    };
+    apply_color_matrix(buf, mul(&TO_RGB, &mul(&rot, &TO_YIQ)));
+}
+
+/// Replace every pixel by its luma, so r = g = b.
+pub fn to_grayscale(buf: &mut [u8]) {
+    apply_color_matrix(buf, [LUMA; 3]);
+}
+
+/// Add zero-mean noise of standard deviation `std` (pixel units) to every value. Each
+/// sample is a sum of four uniform bytes (Irwin-Hall), close to Gaussian within 3.5 sigma,
+/// mapped through a table: far cheaper than Box-Muller per value.
+pub fn add_noise(buf: &mut [u8], std: f32, rng: &mut Rng) {
+    if std <= 0.0 || std.is_nan() {
+        return;
+    }
+    // A sum of 4 uniform bytes has mean 510 and standard deviation sqrt(4 * (256^2 - 1) / 12).
+    let sigma = (4.0f32 * 65535.0 / 12.0).sqrt();
+    let table: Vec<i16> = (0..=1020)
+        .map(|k| ((k as f32 - 510.0) * std / sigma).round().clamp(-255.0, 255.0) as i16)
+        .collect();
+    let mut chunks = buf.chunks_exact_mut(2);
+    let sample = |bits: u64| (bits & 0xFF) + (bits >> 8 & 0xFF) + (bits >> 16 & 0xFF) + (bits >> 24 & 0xFF);
+    let add = |v: &mut u8, k: u64| *v = (i16::from(*v) + table[k as usize]).clamp(0, 255) as u8;
+    for pair in &mut chunks {
+        let bits = rng.next_u64();
+        add(&mut pair[0], sample(bits));
+        add(&mut pair[1], sample(bits >> 32));
+    }
+    if let [last] = chunks.into_remainder() {
+        add(last, sample(rng.next_u64()));
+    }
+}
+
+/// torchvision's RandomErasing rectangle for a w x h image: 10 tries at an area fraction
+/// in `scale` and log-uniform aspect ratio in `ratio`; None when no try fits.
+pub fn random_erase_rect(
+    w: usize,
+    h: usize,
+    scale: (f32, f32),
+    ratio: (f32, f32),
+    rng: &mut Rng,
+) -> Option<Rect> {
+    let area = (w * h) as f32;
+    let (lr0, lr1) = (ratio.0.ln(), ratio.1.ln());
+    for _ in 0..10 {
+        let target = area * rng.uniform(scale.0, scale.1);
+        let aspect = rng.uniform(lr0, lr1).exp();
+        let eh = (target * aspect).sqrt().round() as usize;
+        let ew = (target / aspect).sqrt().round() as usize;
+        if eh == 0 || ew == 0 || eh >= h || ew >= w {
+            continue;
+        }
+        let y = rng.below((h - eh + 1) as u64) as usize;
+        let x = rng.below((w - ew + 1) as u64) as usize;
+        return Some(Rect { x, y, w: ew, h: eh });
+    }
+    None
+}
+
+/// Fill `rect` (clamped to the image) of an RGB8 w x h buffer with uniform random bytes.
+pub fn erase(buf: &mut [u8], w: usize, h: usize, rect: Rect, rng: &mut Rng) -> Result<()> {
+    check_out(buf, w, h)?;
+    let (x0, y0) = (rect.x.min(w), rect.y.min(h));
+    let (x1, y1) = (
+        rect.x.saturating_add(rect.w).min(w),
+        rect.y.saturating_add(rect.h).min(h),
+    );
+    for row in buf.chunks_exact_mut(w * 3).take(y1).skip(y0) {
+        for chunk in row[x0 * 3..x1 * 3].chunks_mut(8) {
+            let bits = rng.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bits[..chunk.len()]);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A w x h image whose pixel (x, y) is (x, y, 7) mod 256: positions are readable back.
+    fn coords(w: usize, h: usize) -> Image {
+        let data = (0..h)
+            .flat_map(|y| (0..w).flat_map(move |x| [x as u8, y as u8, 7]))
+            .collect();
+        Image::from_rgb(w, h, data).unwrap()
+    }
+
+    fn noise_image(w: usize, h: usize, seed: u64) -> Vec<u8> {
+        let mut rng = Rng::new(seed);
+        (0..w * h * 3).map(|_| rng.next_u64() as u8).collect()
+    }
+
+    #[test]
+    fn hflip_twice_is_identity_and_mirrors() {
+        let (w, h) = (7, 5);
+        let orig = noise_image(w, h, 1);
+        let mut buf = orig.clone();
+        hflip_in_place(&mut buf, w, h).unwrap();
+        assert_eq!(&buf[0..3], &orig[(w - 1) * 3..w * 3]);
+        assert_ne!(buf, orig);
+        hflip_in_place(&mut buf, w, h).unwrap();
+        assert_eq!(buf, orig);
+        assert!(hflip_in_place(&mut buf, w + 1, h).is_err());
+    }
+
+    #[test]
+    fn eval_is_deterministic_and_equals_crop_then_resize() {
+        let img = coords(120, 160);
+        let cfg = AugmentConfig::preset("mask").unwrap();
+        let mut a = vec![0u8; 32 * 24 * 3];
+        let mut b = a.clone();
+        let mut rng = Rng::new(1);
+        process(&img, None, &cfg, false, &mut rng, &mut a, 32, 24).unwrap();
+        // Eval draws nothing from the RNG.
+        assert_eq!(rng.next_u64(), Rng::new(1).next_u64());
+        process(&img, None, &cfg, false, &mut Rng::new(99), &mut b, 32, 24).unwrap();
+        assert_eq!(a, b);
+        let mut c = vec![0u8; 32 * 24 * 3];
+        resize_into(&img, crop_region(&img, None, &cfg), &mut c, 32, 24).unwrap();
+        assert_eq!(a, c);
+        // Centre crop (1.0, 0.75) shifted up by 5% of the height: rows 12..132 of 160.
+        let r = crop_region(&img, None, &AugmentConfig::eval());
+        assert_eq!(
+            r,
+            Region {
+                x: 0.0,
+                y: 12.0,
+                w: 120.0,
+                h: 120.0
+            }
+        );
+    }
+
+    #[test]
+    fn crop_box_bounds_are_respected() {
+        let img = coords(100, 100);
+        let inside = CropBox {
+            x0: 20.0,
+            y0: 30.0,
+            x1: 60.0,
+            y1: 50.0,
+        };
+        let mut out = vec![0u8; 16 * 8 * 3];
+        process(
+            &img,
+            Some(inside),
+            &AugmentConfig::eval(),
+            false,
+            &mut Rng::new(0),
+            &mut out,
+            16,
+            8,
+        )
+        .unwrap();
+        for px in out.chunks_exact(3) {
+            assert!((20..60).contains(&px[0]) && (30..50).contains(&px[1]), "{px:?}");
+        }
+        // Partly outside: clamped to the image.
+        let cfg = AugmentConfig::eval();
+        let r = crop_region(
+            &img,
+            Some(CropBox {
+                x0: -10.0,
+                y0: 90.0,
+                x1: 30.0,
+                y1: 130.0,
+            }),
+            &cfg,
+        );
+        assert_eq!(
+            r,
+            Region {
+                x: 0.0,
+                y: 90.0,
+                w: 30.0,
+                h: 10.0
+            }
+        );
+        // Degenerate (outside, reversed, NaN): the centre crop.
+        let centre = crop_region(&img, None, &cfg);
+        for b in [
+            CropBox {
+                x0: 200.0,
+                y0: 0.0,
+                x1: 300.0,
+                y1: 10.0,
+            },
+            CropBox {
+                x0: 50.0,
+                y0: 50.0,
+                x1: 40.0,
+                y1: 60.0,
+            },
+            CropBox {
+                x0: f32::NAN,
+                y0: 0.0,
+                x1: 10.0,
+                y1: 10.0,
+            },
+        ] {
+            assert_eq!(crop_region(&img, Some(b), &cfg), centre, "{b:?}");
+        }
+        // A DCT-scaled image maps source coordinates onto its own.
+        let small = Image {
+            source_width: 400,
+            source_height: 400,
+            ..img.clone()
+        };
+        let r = crop_region(
+            &small,
+            Some(CropBox {
+                x0: 40.0,
+                y0: 80.0,
+                x1: 240.0,
+                y1: 400.0,
+            }),
+            &cfg,
+        );
+        assert_eq!(
+            r,
+            Region {
+                x: 10.0,
+                y: 20.0,
+                w: 50.0,
+                h: 80.0
+            }
+        );
+    }
+
+    #[test]
+    fn train_crops_stay_inside_the_box() {
+        let img = coords(200, 200);
+        let cfg = AugmentConfig {
+            rotate_p: 0.0,
+            jitter_p: 0.0,
+            noise_p: 0.0,
+            erase_p: 0.0,
+            grayscale_p: 0.0,
+            rrc_p: 1.0,
+            ..AugmentConfig::preset("mask").unwrap()
+        };
+        let b = CropBox {
+            x0: 40.0,
+            y0: 60.0,
+            x1: 160.0,
+            y1: 180.0,
+        };
+        let mut out = vec![0u8; 24 * 24 * 3];
+        for seed in 0..50 {
+            process(&img, Some(b), &cfg, true, &mut Rng::new(seed), &mut out, 24, 24).unwrap();
+            for px in out.chunks_exact(3) {
+                assert!((40..160).contains(&px[0]) && (60..180).contains(&px[1]), "{px:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn jitter_with_unit_factors_is_identity() {
+        let orig = noise_image(16, 16, 3);
+        let mut buf = orig.clone();
+        adjust_brightness(&mut buf, 1.0);
+        adjust_contrast(&mut buf, 1.0);
+        adjust_saturation(&mut buf, 1.0);
+        adjust_hue(&mut buf, 0.0);
+        assert_eq!(buf, orig);
+        // The fixed-point matrix path at the identity is exact too.
+        apply_color_matrix(&mut buf, [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]);
+        assert_eq!(buf, orig);
+    }
+
+    #[test]
+    fn colour_ops_do_what_they_say() {
+        let mut buf = vec![100u8, 150, 200, 10, 20, 30];
+        adjust_brightness(&mut buf, 0.5);
+        assert_eq!(buf, vec![50, 75, 100, 5, 10, 15]);
+        adjust_brightness(&mut buf, 0.0);
+        assert!(buf.iter().all(|&v| v == 0));
+        let mut bright = vec![200u8; 30];
+        adjust_brightness(&mut bright, 2.0);
+        assert!(bright.iter().all(|&v| v == 255));
+        // Contrast 0 gives the mean grey everywhere.
+        let mut c = vec![0u8, 0, 0, 200, 200, 200];
+        adjust_contrast(&mut c, 0.0);
+        assert_eq!(c, vec![100; 6]);
+        // Saturation 0 is grayscale.
+        let mut s = noise_image(8, 8, 4);
+        let mut g = s.clone();
+        adjust_saturation(&mut s, 0.0);
+        to_grayscale(&mut g);
+        assert_eq!(s, g);
+        assert!(g.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+        // A third of a turn takes red to green and green to blue; half a turn keeps grey.
+        let mut h = vec![255u8, 0, 0, 0, 255, 0, 128, 128, 128];
+        adjust_hue(&mut h, 1.0 / 3.0);
+        assert!(h[1] > h[0] && h[1] > h[2], "red -> {:?}", &h[0..3]);
+        assert!(h[5] > h[3] && h[5] > h[4], "green -> {:?}", &h[3..6]);
+        assert!(
+            h[6..9].iter().all(|&v| v.abs_diff(128) <= 1),
+            "grey -> {:?}",
+            &h[6..9]
+        );
+    }
+
+    #[test]
+    fn brightness_factors_stay_in_range() {
+        let img = Image::from_rgb(8, 8, vec![100; 8 * 8 * 3]).unwrap();
+        let cfg = AugmentConfig {
+            jitter_p: 1.0,
+            brightness: 0.4,
+            ..AugmentConfig::eval()
+        };
+        let mut out = vec![0u8; 8 * 8 * 3];
+        let (mut lo, mut hi) = (255u8, 0u8);
+        for seed in 0..300 {
+            process(&img, None, &cfg, true, &mut Rng::new(seed), &mut out, 8, 8).unwrap();
+            assert!(out.iter().all(|&v| v == out[0]));
+            lo = lo.min(out[0]);
+            hi = hi.max(out[0]);
+        }
+        // factor in [0.6, 1.4]: 100 -> [60, 140], and the draws reach near both ends.
+        assert!((60..=65).contains(&lo) && (135..=140).contains(&hi), "{lo}..{hi}");
+    }
+
+    #[test]
+    fn erase_fills_only_its_rectangle() {
+        let (w, h) = (20, 10);
+        let mut buf = vec![0u8; w * h * 3];
+        let rect = Rect {
+            x: 3,
+            y: 2,
+            w: 5,
+            h: 4,
+        };
+        erase(&mut buf, w, h, rect, &mut Rng::new(1)).unwrap();
+        let mut changed = 0;
+        for y in 0..h {
+            for x in 0..w {
+                let inside = (3..8).contains(&x) && (2..6).contains(&y);
+                let px = &buf[(y * w + x) * 3..(y * w + x) * 3 + 3];
+                if !inside {
+                    assert_eq!(px, &[0, 0, 0], "({x}, {y})");
+                } else if px != [0, 0, 0] {
+                    changed += 1;
+                }
+            }
+        }
+        assert!(changed >= 18, "{changed} of 20 pixels filled");
+        // Rectangles past the edge are clamped.
+        erase(
+            &mut buf,
+            w,
+            h,
+            Rect {
+                x: 18,
+                y: 8,
+                w: 10,
+                h: 10,
+            },
+            &mut Rng::new(2),
+        )
+        .unwrap();
+        let mut rng = Rng::new(3);
+        for _ in 0..200 {
+            if let Some(r) = random_erase_rect(w, h, (0.02, 0.33), (0.3, 3.3), &mut rng) {
+                assert!(r.x + r.w <= w && r.y + r.h <= h && r.w > 0 && r.h > 0, "{r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn noise_has_the_requested_spread() {
+        let mut buf = vec![128u8; 30_001];
+        add_noise(&mut buf, 10.0, &mut Rng::new(5));
+        let n = buf.len() as f64;
+        let mean = buf.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = buf.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+        assert!((mean - 128.0).abs() < 0.3, "{mean}");
+        assert!((var.sqrt() - 10.0).abs() < 0.3, "{}", var.sqrt());
+    }
+
+    #[test]
+    fn same_seed_same_output_and_seeds_differ() {
+        let img = Image::from_rgb(64, 80, noise_image(64, 80, 9)).unwrap();
+        let cfg = AugmentConfig {
+            rotate_p: 0.5,
+            noise_p: 0.5,
+            erase_p: 0.5,
+            ..AugmentConfig::preset("mask").unwrap()
+        };
+        let run = |seed: u64| {
+            let mut out = vec![0u8; 32 * 32 * 3];
+            process(
+                &img,
+                None,
+                &cfg,
+                true,
+                &mut Rng::derive(&[seed, 1, 2]),
+                &mut out,
+                32,
+                32,
+            )
+            .unwrap();
+            out
+        };
+        assert_eq!(run(7), run(7));
+        // Other threads give the same result for the same stream.
+        let other = std::thread::scope(|s| s.spawn(|| run(7)).join().unwrap());
+        assert_eq!(other, run(7));
+        assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn output_size_is_checked() {
+        let img = coords(10, 10);
+        let cfg = AugmentConfig::eval();
+        let mut rng = Rng::new(0);
+        let mut out = vec![0u8; 5 * 5 * 3 - 1];
+        assert!(matches!(
+            process(&img, None, &cfg, false, &mut rng, &mut out, 5, 5),
+            Err(Error::Invalid(_))
+        ));
+        let mut out = vec![0u8; 0];
+        assert!(process(&img, None, &cfg, true, &mut rng, &mut out, 0, 5).is_err());
+        let bad = Image {
+            data: vec![0; 10],
+            ..coords(10, 10)
+        };
+        let mut out = vec![0u8; 5 * 5 * 3];
+        assert!(process(&bad, None, &cfg, false, &mut rng, &mut out, 5, 5).is_err());
+        assert!(rotate(&img, crop_region(&img, None, &cfg), 5.0, &mut out[1..], 5, 5).is_err());
+    }
+
+    #[test]
+    fn rotation_warp_matches_resize_at_zero_and_turns_the_right_way() {
+        // Upscaling, where the bilinear resize needs no antialiasing: the two agree.
+        let img = Image::from_rgb(16, 16, noise_image(16, 16, 2)).unwrap();
+        let region = Region {
+            x: 2.0,
+            y: 3.0,
+            w: 10.0,
+            h: 8.0,
+        };
+        let (mut a, mut b) = (vec![0u8; 40 * 32 * 3], vec![0u8; 40 * 32 * 3]);
+        rotate(&img, region, 0.0, &mut a, 40, 32).unwrap();
+        resize_into(&img, region, &mut b, 40, 32).unwrap();
+        let mad = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| f64::from(x.abs_diff(*y)))
+            .sum::<f64>()
+            / a.len() as f64;
+        assert!(mad < 2.0, "{mad}");
+        // 90 degrees counter-clockwise: the output's top-left comes from the source's top-right.
+        let img = coords(9, 9);
+        let whole = Region {
+            x: 0.0,
+            y: 0.0,
+            w: 9.0,
+            h: 9.0,
+        };
+        let mut out = vec![0u8; 9 * 9 * 3];
+        rotate(&img, whole, 90.0, &mut out, 9, 9).unwrap();
+        assert_eq!(&out[0..2], &[8, 0]);
+    }
+
+    #[test]
+    fn presets_validate_and_unknown_is_an_error() {
+        for name in ["none", "light", "mask", "gender", "age"] {
+            let cfg = AugmentConfig::preset(name).unwrap();
+            cfg.validate().unwrap();
+            assert!(name == "none" || cfg.hflip_p == 0.5);
+        }
+        assert!(AugmentConfig::preset("heavy").is_err());
+        let bad = AugmentConfig {
+            hue: 0.7,
+            ..AugmentConfig::eval()
+        };
+        assert!(bad.validate().is_err());
+        let bad = AugmentConfig {
+            rrc_scale: (0.9, 0.5),
+            ..AugmentConfig::eval()
+        };
+        assert!(bad.validate().is_err());
+        let bad = AugmentConfig {
+            hflip_p: f32::NAN,
+            ..AugmentConfig::eval()
+        };
+        assert!(bad.validate().is_err());
+        let eval = AugmentConfig::eval();
+        assert_eq!(AugmentConfig::preset("none").unwrap(), eval);
+    }
+
+    #[test]
+    fn resize_image_keeps_the_source_size() {
+        let img = Image {
+            source_width: 300,
+            source_height: 400,
+            ..coords(30, 40)
+        };
+        let small = resize_image(&img, 15, 20).unwrap();
+        assert_eq!(
+            (small.width, small.height, small.source_width, small.source_height),
+            (15, 20, 300, 400)
+        );
+        assert!(resize_image(&img, 0, 20).is_err());
+    }
+}
