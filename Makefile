@@ -53,10 +53,12 @@ test-python: build
 	$(PY) -m pytest -q
 
 test: build lint test-rust test-python
-	$(VENV)/bin/python -m mypy.stubtest fastmask._native --ignore-missing-stub
+	$(VENV)/bin/python -m mypy.stubtest fastmask._native
 
 bench: build
-	cargo bench --bench native
+	cargo bench
+	$(PY) -m fastmask synth --out $(DEMO_DIR)/bench-data --people 200 --eval-people 0 --seed 0 --force
+	$(PY) -m fastmask bench loader --data $(DEMO_DIR)/bench-data --json $(DEMO_DIR)/bench-loader.json
 
 wheel: venv
 	$(VENV)/bin/maturin build --release -o dist

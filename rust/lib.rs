@@ -1,26 +1,493 @@
 //! Python bindings of fastmask's native core. Everything here is a thin wrapper: the work
 //! happens in the pure-Rust modules, which know nothing of Python.
 
+pub mod augment;
+pub mod decode;
 pub mod error;
+pub mod pipeline;
 pub mod rng;
+pub mod sampler;
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use numpy::{
+    PyArray3, PyArrayMethods, PyReadonlyArray3, PyReadwriteArray1, PyReadwriteArray4, PyUntypedArrayMethods,
+};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+
+use crate::augment::{AugmentConfig, CropBox};
+use crate::decode::{DecodeOptions, Image};
+use crate::error::Error;
+use crate::pipeline::{Pipeline, PipelineConfig, Slot};
+use crate::sampler::{Oversample, SamplerConfig};
+
+create_exception!(
+    _native,
+    DecodeError,
+    PyValueError,
+    "An image file could not be read or decoded; the message names it."
+);
+
+struct PyError(Error);
+
+impl From<Error> for PyError {
+    fn from(e: Error) -> Self {
+        PyError(e)
+    }
+}
+
+impl From<PyError> for PyErr {
+    fn from(e: PyError) -> PyErr {
+        match e.0 {
+            err @ (Error::Decode { .. } | Error::Image(_)) => DecodeError::new_err(err.to_string()),
+            err @ Error::Invalid(_) => PyValueError::new_err(err.to_string()),
+            err @ Error::Closed => PyRuntimeError::new_err(err.to_string()),
+        }
+    }
+}
+
+type PyResult2<T> = Result<T, PyError>;
+/// Per-image crop boxes (x0, y0, x1, y1) in source pixels, None for the centre crop.
+type Boxes = Option<Vec<Option<(f32, f32, f32, f32)>>>;
 
 /// Version and build facts of the native module.
 #[pyfunction]
 fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let info = PyDict::new(py);
     info.set_item("version", env!("CARGO_PKG_VERSION"))?;
-    info.set_item("decoders", vec!["jpeg:zune-jpeg", "png:zune-png"])?;
-    info.set_item("threads_default", rayon::current_num_threads())?;
+    info.set_item("decoders", decode::DECODERS.to_vec())?;
+    info.set_item(
+        "cpu_threads",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    )?;
     info.set_item("debug", cfg!(debug_assertions))?;
     Ok(info)
+}
+
+fn image_to_numpy<'py>(py: Python<'py>, img: Image) -> PyResult<Bound<'py, PyArray3<u8>>> {
+    let (h, w) = (img.height, img.width);
+    numpy::PyArray1::from_vec(py, img.data).reshape([h, w, 3])
+}
+
+/// Decode an image file to an RGB uint8 array [H, W, 3].
+#[pyfunction]
+#[pyo3(signature = (path, apply_exif=true, min_size=None))]
+fn decode_file<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    apply_exif: bool,
+    min_size: Option<(usize, usize)>,
+) -> PyResult<Bound<'py, PyArray3<u8>>> {
+    let opts = DecodeOptions { apply_exif, min_size };
+    let img = py.detach(|| decode::decode_file(&path, &opts)).map_err(PyError)?;
+    image_to_numpy(py, img)
+}
+
+/// Names of the knobs of an augmentation config, for the Python side's dataclass.
+fn augment_from_dict(preset: &str, knobs: Option<&Bound<'_, PyDict>>) -> PyResult2<AugmentConfig> {
+    let mut cfg = AugmentConfig::preset(preset)?;
+    if let Some(knobs) = knobs {
+        for (key, value) in knobs.iter() {
+            let key: String = key
+                .extract()
+                .map_err(|_| Error::Invalid("augment keys must be strings".into()))?;
+            let bad = |what: &str| Error::Invalid(format!("augment {key}: expected {what}, got {value}"));
+            let f = || value.extract::<f32>().map_err(|_| bad("a number"));
+            let pair = || {
+                value
+                    .extract::<(f32, f32)>()
+                    .map_err(|_| bad("a pair of numbers"))
+            };
+            match key.as_str() {
+                "center_crop" => cfg.center_crop = pair()?,
+                "center_offset_y" => cfg.center_offset_y = f()?,
+                "rrc_scale" => cfg.rrc_scale = pair()?,
+                "rrc_ratio" => cfg.rrc_ratio = pair()?,
+                "rrc_p" => cfg.rrc_p = f()?,
+                "hflip_p" => cfg.hflip_p = f()?,
+                "rotate_deg" => cfg.rotate_deg = f()?,
+                "rotate_p" => cfg.rotate_p = f()?,
+                "brightness" => cfg.brightness = f()?,
+                "contrast" => cfg.contrast = f()?,
+                "saturation" => cfg.saturation = f()?,
+                "hue" => cfg.hue = f()?,
+                "jitter_p" => cfg.jitter_p = f()?,
+                "grayscale_p" => cfg.grayscale_p = f()?,
+                "noise_std" => cfg.noise_std = f()?,
+                "noise_p" => cfg.noise_p = f()?,
+                "erase_p" => cfg.erase_p = f()?,
+                "erase_scale" => cfg.erase_scale = pair()?,
+                "erase_ratio" => cfg.erase_ratio = pair()?,
+                other => return Err(Error::Invalid(format!("unknown augment knob {other:?}")).into()),
+            }
+        }
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn crop_box(b: Option<(f32, f32, f32, f32)>) -> Option<CropBox> {
+    b.map(|(x0, y0, x1, y1)| CropBox { x0, y0, x1, y1 })
+}
+
+/// Crop, resize and (with train=True) augment one RGB uint8 image [H, W, 3].
+#[pyfunction]
+#[pyo3(signature = (image, out_size, *, train=false, seed=0, preset="none", knobs=None, crop=None))]
+#[allow(clippy::too_many_arguments)]
+fn augment_image<'py>(
+    py: Python<'py>,
+    image: PyReadonlyArray3<'py, u8>,
+    out_size: (usize, usize),
+    train: bool,
+    seed: u64,
+    preset: &str,
+    knobs: Option<&Bound<'py, PyDict>>,
+    crop: Option<(f32, f32, f32, f32)>,
+) -> PyResult<Bound<'py, PyArray3<u8>>> {
+    let cfg = augment_from_dict(preset, knobs)?;
+    let shape = image.shape();
+    if shape[2] != 3 {
+        return Err(PyValueError::new_err(format!(
+            "image must be [H, W, 3] RGB, got shape {shape:?}"
+        )));
+    }
+    let (h, w) = (shape[0], shape[1]);
+    let data = image
+        .as_slice()
+        .map_err(|_| PyValueError::new_err("image must be C-contiguous"))?
+        .to_vec();
+    let img = Image {
+        width: w,
+        height: h,
+        data,
+        source_width: w,
+        source_height: h,
+    };
+    let (out_w, out_h) = out_size;
+    let mut out = vec![0u8; out_w * out_h * 3];
+    py.detach(|| {
+        let mut rng = rng::Rng::derive(&[seed]);
+        augment::process(
+            &img,
+            crop_box(crop),
+            &cfg,
+            train,
+            &mut rng,
+            &mut out,
+            out_w,
+            out_h,
+        )
+    })
+    .map_err(PyError)?;
+    image_to_numpy(
+        py,
+        Image {
+            width: out_w,
+            height: out_h,
+            data: out,
+            source_width: out_w,
+            source_height: out_h,
+        },
+    )
+}
+
+/// The epoch plan (sample indices) the loader would use, for inspection and tests.
+#[pyfunction]
+#[pyo3(signature = (labels, *, epoch=0, seed=0, shuffle=true, oversample=None, rank=0, world_size=1, drop_last=false, batch_size=1))]
+#[allow(clippy::too_many_arguments)]
+fn epoch_plan(
+    labels: Vec<i64>,
+    epoch: u64,
+    seed: u64,
+    shuffle: bool,
+    oversample: Option<&Bound<'_, PyAny>>,
+    rank: usize,
+    world_size: usize,
+    drop_last: bool,
+    batch_size: usize,
+) -> PyResult<Vec<usize>> {
+    let cfg = SamplerConfig {
+        shuffle,
+        oversample: parse_oversample(oversample)?,
+        seed,
+        rank,
+        world_size,
+        drop_last,
+        batch_size,
+    };
+    Ok(sampler::epoch_plan(Some(&labels), labels.len(), &cfg, epoch).map_err(PyError)?)
+}
+
+fn parse_oversample(value: Option<&Bound<'_, PyAny>>) -> PyResult2<Oversample> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(Oversample::None);
+    };
+    if let Ok(s) = value.extract::<String>() {
+        return match s.as_str() {
+            "balanced" => Ok(Oversample::Balanced),
+            other => Err(Error::Invalid(format!(
+                "oversample {other:?}: expected None, \"balanced\" or {{class: weight}}"
+            ))
+            .into()),
+        };
+    }
+    let weights: HashMap<i64, f64> = value.extract().map_err(|_| {
+        Error::Invalid(format!(
+            "oversample {value}: expected None, \"balanced\" or {{class: weight}}"
+        ))
+    })?;
+    let top = weights.keys().copied().max().unwrap_or(-1);
+    if let Some(bad) = weights.keys().find(|&&k| k < 0) {
+        return Err(Error::Invalid(format!("oversample class {bad} must be >= 0")).into());
+    }
+    let mut w = vec![1.0; usize::try_from(top + 1).unwrap_or(0)];
+    for (k, v) in weights {
+        w[k as usize] = v;
+    }
+    Ok(Oversample::Weights(w))
+}
+
+/// The native batch pipeline behind `fastmask.loader.Loader` (see pipeline.rs).
+#[pyclass(name = "Pipeline", module = "fastmask._native")]
+struct PyPipeline {
+    inner: Option<Pipeline>,
+    // Keeps every slot's arrays alive while the pipeline may write into them.
+    buffers: Vec<Option<(Py<PyAny>, Py<PyAny>)>>,
+    pid: u32,
+}
+
+impl PyPipeline {
+    fn get(&self) -> PyResult<&Pipeline> {
+        self.check_process()?;
+        self.inner
+            .as_ref()
+            .ok_or_else(|| PyRuntimeError::new_err("loader is closed"))
+    }
+
+    fn get_mut(&mut self) -> PyResult<&mut Pipeline> {
+        self.check_process()?;
+        self.inner
+            .as_mut()
+            .ok_or_else(|| PyRuntimeError::new_err("loader is closed"))
+    }
+
+    fn check_process(&self) -> PyResult<()> {
+        if std::process::id() != self.pid {
+            return Err(PyRuntimeError::new_err(format!(
+                "this loader was created in process {} and its threads do not exist in this forked process; create a new Loader here",
+                self.pid
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl PyPipeline {
+    #[new]
+    #[pyo3(signature = (paths, labels, boxes, *, batch_size, out_size, threads, train, preset, knobs, shuffle, oversample, seed, rank, world_size, drop_last, ring, cache, cache_bytes, apply_exif, skip_errors, normalize=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        paths: Vec<PathBuf>,
+        labels: Option<Vec<i64>>,
+        boxes: Boxes,
+        batch_size: usize,
+        out_size: (usize, usize),
+        threads: usize,
+        train: bool,
+        preset: &str,
+        knobs: Option<&Bound<'_, PyDict>>,
+        shuffle: bool,
+        oversample: Option<&Bound<'_, PyAny>>,
+        seed: u64,
+        rank: usize,
+        world_size: usize,
+        drop_last: bool,
+        ring: usize,
+        cache: bool,
+        cache_bytes: Option<usize>,
+        apply_exif: bool,
+        skip_errors: bool,
+        normalize: Option<([f32; 3], [f32; 3])>,
+    ) -> PyResult<Self> {
+        if let Some((_, std)) = normalize {
+            if std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+                return Err(PyValueError::new_err(format!(
+                    "normalize std {std:?} must be positive"
+                )));
+            }
+        }
+        let cfg = PipelineConfig {
+            batch_size,
+            out_w: out_size.0,
+            out_h: out_size.1,
+            threads,
+            train,
+            augment: augment_from_dict(preset, knobs)?,
+            sampler: SamplerConfig {
+                shuffle,
+                oversample: parse_oversample(oversample)?,
+                seed,
+                rank,
+                world_size,
+                drop_last,
+                batch_size,
+            },
+            decode: DecodeOptions {
+                apply_exif,
+                min_size: None,
+            },
+            cache,
+            cache_bytes,
+            skip_errors,
+            normalize,
+        };
+        let boxes = boxes.map(|b| b.into_iter().map(crop_box).collect());
+        let inner = py
+            .detach(|| Pipeline::new(paths, labels, boxes, ring, cfg))
+            .map_err(PyError)?;
+        Ok(PyPipeline {
+            inner: Some(inner),
+            buffers: (0..ring).map(|_| None).collect(),
+            pid: std::process::id(),
+        })
+    }
+
+    /// Give slot `index` its buffers, C-contiguous: images as bytes [B, H, W, 3] (uint8 output)
+    /// or [B, H, W, 12] (a uint8 view of float32 output with normalize), labels int64 [B].
+    fn set_slot(
+        &mut self,
+        index: usize,
+        mut images: PyReadwriteArray4<'_, u8>,
+        mut labels: PyReadwriteArray1<'_, i64>,
+    ) -> PyResult<()> {
+        let pipe = self.get()?;
+        let b = pipe.batch_size();
+        let per = pipe.sample_bytes();
+        let shape = images.shape().to_vec();
+        if shape.len() != 4 || shape[0] != b || shape[1] * shape[2] * shape[3] != per {
+            return Err(PyValueError::new_err(format!("slot images must be {per} bytes per sample in [{b}, H, W, C] matching the loader's image size and dtype, got {shape:?}")));
+        }
+        if labels.len() != b {
+            return Err(PyValueError::new_err(format!(
+                "slot labels must have {b} entries, got {}",
+                labels.len()
+            )));
+        }
+        let images_ptr = images
+            .as_slice_mut()
+            .map_err(|_| PyValueError::new_err("slot images must be C-contiguous and writeable"))?
+            .as_mut_ptr();
+        let labels_ptr = labels
+            .as_slice_mut()
+            .map_err(|_| PyValueError::new_err("slot labels must be C-contiguous and writeable"))?
+            .as_mut_ptr();
+        let keep = (images.as_any().clone().unbind(), labels.as_any().clone().unbind());
+        let pipe = self.get_mut()?;
+        // SAFETY: both arrays are kept alive in self.buffers until replaced or the pipeline is
+        // cancelled (close/drop cancel before releasing them); sizes were checked above.
+        unsafe {
+            pipe.set_slot(
+                index,
+                Slot {
+                    images: images_ptr,
+                    labels: labels_ptr,
+                },
+            )
+        }
+        .map_err(PyError)?;
+        self.buffers[index] = Some(keep);
+        Ok(())
+    }
+
+    /// Cancel what is in flight and plan `epoch`; returns the number of batches.
+    fn start_epoch(&mut self, py: Python<'_>, epoch: u64) -> PyResult<usize> {
+        let pipe = self.get_mut()?;
+        Ok(py.detach(|| pipe.start_epoch(epoch)).map_err(PyError)?)
+    }
+
+    /// Start filling `batch` into slot `slot`.
+    fn schedule(&self, batch: usize, slot: usize) -> PyResult<()> {
+        Ok(self.get()?.schedule(batch, slot).map_err(PyError)?)
+    }
+
+    /// Block (without the GIL, waking for Ctrl-C) until `batch` is ready; returns its size.
+    fn wait(&self, py: Python<'_>, batch: usize) -> PyResult<usize> {
+        let pipe = self.get()?;
+        loop {
+            match py.detach(|| pipe.wait(batch, Duration::from_millis(50))) {
+                Some(result) => return Ok(result.map_err(PyError)?),
+                None => py.check_signals()?,
+            }
+        }
+    }
+
+    /// Stop in-flight work; the slots can then be reused or freed.
+    fn cancel(&mut self, py: Python<'_>) -> PyResult<()> {
+        let pipe = self.get_mut()?;
+        py.detach(|| pipe.cancel());
+        Ok(())
+    }
+
+    /// Stop the workers and release the buffers. Safe to call twice.
+    fn close(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.check_process()?;
+        if let Some(pipe) = self.inner.take() {
+            py.detach(move || drop(pipe));
+        }
+        self.buffers.iter_mut().for_each(|b| *b = None);
+        Ok(())
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_none()
+    }
+
+    #[getter]
+    fn num_batches(&self) -> PyResult<usize> {
+        Ok(self.get()?.num_batches())
+    }
+
+    #[getter]
+    fn plan_len(&self) -> PyResult<usize> {
+        Ok(self.get()?.plan_len())
+    }
+
+    #[getter]
+    fn cache_bytes_used(&self) -> PyResult<usize> {
+        Ok(self.get()?.cache_bytes_used())
+    }
+
+    /// Error messages of samples replaced since the last call (on_error="skip").
+    fn take_skipped(&self) -> PyResult<Vec<String>> {
+        Ok(self.get()?.take_skipped())
+    }
+}
+
+impl Drop for PyPipeline {
+    fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            // A forked child has none of the pool's threads: waiting on them would hang.
+            std::mem::forget(self.inner.take());
+        }
+    }
 }
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_file, m)?)?;
+    m.add_function(wrap_pyfunction!(augment_image, m)?)?;
+    m.add_function(wrap_pyfunction!(epoch_plan, m)?)?;
+    m.add_class::<PyPipeline>()?;
+    m.add("DecodeError", m.py().get_type::<DecodeError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 """fastmask: train and ship face-image classifiers fed by a parallel Rust data loader."""
 
-from fastmask._native import __version__
+from fastmask._native import DecodeError, __version__
+from fastmask.errors import DataError, FastmaskError
 
-__all__ = ["__version__"]
+__all__ = ["DataError", "DecodeError", "FastmaskError", "__version__"]

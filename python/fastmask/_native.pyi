@@ -1,5 +1,96 @@
-from typing import Any
+"""Type stub of the native module (rust/lib.rs); kept honest by mypy's stubtest."""
 
+from collections.abc import Mapping, Sequence
+from os import PathLike
+from typing import Any, final
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "DecodeError",
+    "Pipeline",
+    "__version__",
+    "augment_image",
+    "build_info",
+    "decode_file",
+    "epoch_plan",
+]
 __version__: str
 
+class DecodeError(ValueError):
+    """An image file could not be read or decoded; the message names it."""
+
 def build_info() -> dict[str, Any]: ...
+def decode_file(
+    path: str | PathLike[str],
+    apply_exif: bool = True,
+    min_size: tuple[int, int] | None = None,
+) -> npt.NDArray[np.uint8]: ...
+def augment_image(
+    image: npt.NDArray[np.uint8],
+    out_size: tuple[int, int],
+    *,
+    train: bool = False,
+    seed: int = 0,
+    preset: str = "none",
+    knobs: Mapping[str, Any] | None = None,
+    crop: tuple[float, float, float, float] | None = None,
+) -> npt.NDArray[np.uint8]: ...
+def epoch_plan(
+    labels: Sequence[int],
+    *,
+    epoch: int = 0,
+    seed: int = 0,
+    shuffle: bool = True,
+    oversample: str | Mapping[int, float] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = False,
+    batch_size: int = 1,
+) -> list[int]: ...
+
+@final
+class Pipeline:
+    def __new__(
+        cls,
+        paths: Sequence[str | PathLike[str]],
+        labels: Sequence[int] | None,
+        boxes: Sequence[tuple[float, float, float, float] | None] | None,
+        *,
+        batch_size: int,
+        out_size: tuple[int, int],
+        threads: int,
+        train: bool,
+        preset: str,
+        knobs: Mapping[str, Any] | None,
+        shuffle: bool,
+        oversample: str | Mapping[int, float] | None,
+        seed: int,
+        rank: int,
+        world_size: int,
+        drop_last: bool,
+        ring: int,
+        cache: bool,
+        cache_bytes: int | None,
+        apply_exif: bool,
+        skip_errors: bool,
+        normalize: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None,
+    ) -> Pipeline: ...
+    def set_slot(
+        self, index: int, images: npt.NDArray[np.uint8], labels: npt.NDArray[np.int64]
+    ) -> None: ...
+    def start_epoch(self, epoch: int) -> int: ...
+    def schedule(self, batch: int, slot: int) -> None: ...
+    def wait(self, batch: int) -> int: ...
+    def cancel(self) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def num_batches(self) -> int: ...
+    @property
+    def plan_len(self) -> int: ...
+    @property
+    def cache_bytes_used(self) -> int: ...
+    def take_skipped(self) -> list[str]: ...

@@ -1,0 +1,353 @@
+"""The native loader: batches decoded, cropped and augmented in Rust, straight into a ring of
+(pinned) buffers, handed to PyTorch without copies.
+
+files -> data index -> **native loader** -> trainer -> predictions -> combine -> CSV
+
+```python
+with Loader(paths, labels, batch_size=64, image_size=(224, 224), augment="mask") as loader:
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for images, labels in loader:  # uint8 [B,3,H,W] channels_last, int64 [B]
+            ...
+```
+A batch the consumer still holds is never overwritten: a slot is refilled only once every
+tensor made from it is gone, otherwise the slot gets a fresh buffer.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import dataclasses
+import logging
+import os
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from fastmask import _native
+
+log = logging.getLogger(__name__)
+
+DecodeError = _native.DecodeError
+# Normalisation of the reference code, in 0..1 units.
+REFERENCE_MEAN = (0.548, 0.504, 0.479)
+REFERENCE_STD = (0.237, 0.247, 0.246)
+PRESETS = ("none", "light", "mask", "gender", "age")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """A named preset plus explicit knobs; a knob left None keeps the preset's value.
+
+    Probabilities are in 0..1, jitter strengths follow torchvision's ColorJitter, noise_std
+    is in pixel units (0..255), the centre crop is a fraction of (width, height).
+    """
+
+    preset: str = "none"
+    center_crop: tuple[float, float] | None = None
+    center_offset_y: float | None = None
+    rrc_scale: tuple[float, float] | None = None
+    rrc_ratio: tuple[float, float] | None = None
+    rrc_p: float | None = None
+    hflip_p: float | None = None
+    rotate_deg: float | None = None
+    rotate_p: float | None = None
+    brightness: float | None = None
+    contrast: float | None = None
+    saturation: float | None = None
+    hue: float | None = None
+    jitter_p: float | None = None
+    grayscale_p: float | None = None
+    noise_std: float | None = None
+    noise_p: float | None = None
+    erase_p: float | None = None
+    erase_scale: tuple[float, float] | None = None
+    erase_ratio: tuple[float, float] | None = None
+
+    def knobs(self) -> dict[str, Any]:
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "preset" and getattr(self, f.name) is not None
+        }
+
+
+def as_augment(augment: str | AugmentConfig | None) -> AugmentConfig:
+    if augment is None:
+        return AugmentConfig("none")
+    if isinstance(augment, str):
+        if augment not in PRESETS:
+            raise ValueError(f"augment preset {augment!r}: expected one of {', '.join(PRESETS)}")
+        return AugmentConfig(augment)
+    return augment
+
+
+def _box(b: Sequence[float] | None) -> tuple[float, float, float, float] | None:
+    if b is None:
+        return None
+    if len(b) != 4:
+        raise ValueError(f"crop box {b!r}: expected (x0, y0, x1, y1)")
+    return (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+
+
+def _rgb255(v: Sequence[float]) -> tuple[float, float, float]:
+    if len(v) != 3:
+        raise ValueError(f"mean/std {v!r}: expected three values (R, G, B)")
+    return (255.0 * v[0], 255.0 * v[1], 255.0 * v[2])
+
+
+def default_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_live_loaders: weakref.WeakSet[Loader] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    # Workers must stop before the interpreter frees the buffers they write into.
+    for loader in list(_live_loaders):
+        loader.close()
+
+
+class Loader:
+    """Parallel native data loader. See the module docstring; arguments:
+
+    paths: image files. labels: int class per path (None for inference; yields -1).
+    image_size: (height, width) or one int. train: random augmentation and shuffling;
+    eval mode crops and resizes only, in order. augment: preset name or AugmentConfig (its
+    crop geometry also applies in eval mode). threads: worker threads (default: all cores).
+    prefetch: batches decoded ahead. cache / cache_bytes: keep decoded, downscaled images in
+    RAM across epochs, up to cache_bytes of pixels. oversample: None, "balanced" or
+    {class: weight}. crop_boxes: per path (x0, y0, x1, y1) in source pixels or None.
+    rank / world_size: DDP shard. drop_last: default True in training. device: "cuda" puts
+    batches on the GPU through pinned memory. normalize: float output, (x/255 - mean) / std.
+    on_error: "raise" (DecodeError naming the file) or "skip" (replace with a sample of
+    the same class and log the path once).
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        labels: Sequence[int] | np.ndarray | None = None,
+        *,
+        batch_size: int = 64,
+        image_size: int | tuple[int, int] = (224, 224),
+        train: bool = True,
+        augment: str | AugmentConfig | None = "mask",
+        threads: int | None = None,
+        seed: int = 0,
+        prefetch: int = 4,
+        cache: bool = False,
+        cache_bytes: int | None = None,
+        oversample: None | Literal["balanced"] | Mapping[int, float] = None,
+        crop_boxes: Sequence[tuple[float, float, float, float] | None] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool | None = None,
+        device: str | torch.device | None = None,
+        on_error: Literal["raise", "skip"] = "raise",
+        normalize: bool = False,
+        mean: Sequence[float] = REFERENCE_MEAN,
+        std: Sequence[float] = REFERENCE_STD,
+        shuffle: bool | None = None,
+        apply_exif: bool = True,
+    ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error {on_error!r}: expected 'raise' or 'skip'")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be >= 1, got {prefetch}")
+        if cache_bytes is not None and cache_bytes < 0:
+            raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
+        self.height, self.width = (
+            (image_size, image_size) if isinstance(image_size, int) else map(int, image_size)
+        )
+        self.batch_size = batch_size
+        self.train = train
+        self.augment = as_augment(augment)
+        self.threads = threads or default_threads()
+        self.prefetch = prefetch
+        self.device = torch.device(device) if device is not None else None
+        self.normalize = normalize
+        self._cuda = self.device is not None and self.device.type == "cuda"
+        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
+        self._std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255
+        # On the CPU the workers write normalised float32; to a GPU uint8 travels (4x fewer
+        # bytes) and is normalised there.
+        self._native_float = normalize and not self._cuda
+        self._ring = prefetch + 2  # + the batch the consumer holds + the one it just dropped
+        label_list = None if labels is None else [int(x) for x in np.asarray(labels).ravel()]
+        if label_list is not None and len(label_list) != len(paths):
+            raise ValueError(f"{len(label_list)} labels for {len(paths)} paths")
+        self._pipe = _native.Pipeline(
+            [os.fspath(p) for p in paths],
+            label_list,
+            None if crop_boxes is None else [_box(b) for b in crop_boxes],
+            batch_size=batch_size,
+            out_size=(self.width, self.height),
+            threads=self.threads,
+            train=train,
+            preset=self.augment.preset,
+            knobs=self.augment.knobs(),
+            shuffle=train if shuffle is None else shuffle,
+            oversample=oversample,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            drop_last=train if drop_last is None else drop_last,
+            ring=self._ring,
+            cache=cache,
+            cache_bytes=cache_bytes,
+            apply_exif=apply_exif,
+            skip_errors=on_error == "skip",
+            normalize=(_rgb255(mean), _rgb255(std)) if self._native_float else None,
+        )
+        self._epoch = 0
+        self._num_batches = self._pipe.start_epoch(0)
+        self._token = 0
+        self._host: list[tuple[np.ndarray, np.ndarray] | None] = [None] * self._ring
+        self._held: list[tuple[weakref.ref[np.ndarray], ...] | None] = [None] * self._ring
+        self._events: list[Any] = [None] * self._ring
+        self._stream = torch.cuda.Stream(self.device) if self._cuda else None
+        self._reported: set[str] = set()
+        for slot in range(self._ring):
+            self._new_buffers(slot)
+        _live_loaders.add(self)
+
+    # -- buffers ---------------------------------------------------------------------------
+
+    def _new_buffers(self, slot: int) -> None:
+        shape = (self.batch_size, self.height, self.width, 3)
+        dtype = torch.float32 if self._native_float else torch.uint8
+        images = torch.empty(shape, dtype=dtype, pin_memory=self._cuda).numpy()
+        labels = torch.empty(self.batch_size, dtype=torch.int64, pin_memory=self._cuda).numpy()
+        self._pipe.set_slot(slot, images.view(np.uint8), labels)
+        self._host[slot] = (images, labels)
+        self._held[slot] = None
+
+    def _free_slot(self, slot: int) -> None:
+        """Make `slot` safe to refill: its GPU copy done, and no tensor of it still alive."""
+        if self._events[slot] is not None:
+            self._events[slot].synchronize()
+            self._events[slot] = None
+        held = self._held[slot]
+        if held is not None and any(ref() is not None for ref in held):
+            self._new_buffers(slot)  # the consumer kept that batch: never overwrite it
+        self._held[slot] = None
+
+    # -- iteration -------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def samples_per_epoch(self) -> int:
+        """Samples this rank yields per epoch (after oversampling and sharding)."""
+        return int(self._pipe.plan_len)
+
+    @property
+    def cache_bytes_used(self) -> int:
+        return int(self._pipe.cache_bytes_used)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose plan and augmentation the next iteration uses."""
+        self._epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._pipe.closed:
+            raise RuntimeError("loader is closed")
+        self._token += 1
+        self._num_batches = self._pipe.start_epoch(self._epoch)
+        for slot in range(self._ring):
+            self._free_slot(slot)
+        return self._batches(self._token)
+
+    def _batches(self, token: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = self._num_batches
+        scheduled = 0
+        try:
+            for k in range(n):
+                if token != self._token or self._pipe.closed:
+                    raise RuntimeError("this iteration was superseded by a newer iter() or close()")
+                while scheduled < min(n, k + self.prefetch):
+                    slot = scheduled % self._ring
+                    self._free_slot(slot)
+                    self._pipe.schedule(scheduled, slot)
+                    scheduled += 1
+                count = self._pipe.wait(k)
+                self._report_skipped()
+                yield self._deliver(k % self._ring, count)
+        finally:
+            if token == self._token and not self._pipe.closed:
+                self._pipe.cancel()
+
+    def _report_skipped(self) -> None:
+        for message in self._pipe.take_skipped():
+            if message not in self._reported:
+                self._reported.add(message)
+                log.warning("replaced a sample that failed: %s", message)
+
+    def _deliver(self, slot: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        host = self._host[slot]
+        assert host is not None
+        images_np, labels_np = host[0][:count], host[1][:count]
+        self._held[slot] = (weakref.ref(images_np), weakref.ref(labels_np))
+        images = torch.from_numpy(images_np).permute(0, 3, 1, 2)  # NHWC memory = channels_last
+        labels = torch.from_numpy(labels_np)
+        if self._cuda:
+            assert self._stream is not None
+            with torch.cuda.stream(self._stream):
+                images = images.to(self.device, non_blocking=True)
+                labels = labels.to(self.device, non_blocking=True)
+                event = torch.cuda.Event()
+                event.record(self._stream)
+            self._events[slot] = event
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(self._stream)
+            images.record_stream(current)
+            labels.record_stream(current)
+            self._held[slot] = None  # the GPU copy is the consumer's; the event guards the slot
+        if self.normalize and not self._native_float:
+            mean, std = self._mean.to(images.device), self._std.to(images.device)
+            images = images.float().sub_(mean).div_(std)
+        return images, labels
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the workers and free the buffers. Safe to call more than once."""
+        pipe = getattr(self, "_pipe", None)
+        if pipe is not None and not pipe.closed:
+            self._token += 1
+            pipe.close()
+        _live_loaders.discard(self)
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # never raise from a finaliser
+            self.close()
+
+
+def decode(path: str | Path, apply_exif: bool = True) -> np.ndarray:
+    """Decode one image file to RGB uint8 [H, W, 3] with the native decoder."""
+    return _native.decode_file(os.fspath(path), apply_exif)

@@ -1,0 +1,518 @@
+//! The batch pipeline: a rayon pool fills whole batches into caller-owned buffers.
+//!
+//! The caller owns a ring of slots (image and label buffers). It schedules batch `b` into a
+//! free slot, later waits for it, uses it and hands the slot back by scheduling another batch
+//! into it. Work for a batch is split per sample across the pool, and several batches are in
+//! flight at once, so decode of batch b+1 overlaps the consumer's use of batch b. Memory is
+//! bounded by the ring plus the optional cache. Cancelling (new epoch, close) bumps a
+//! generation counter that in-flight samples check, then waits until no job touches a slot.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use rayon::prelude::*;
+
+use crate::augment::{self, AugmentConfig, CropBox};
+use crate::decode::{self, DecodeOptions, Image};
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use crate::sampler::{self, SamplerConfig};
+
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub batch_size: usize,
+    pub out_w: usize,
+    pub out_h: usize,
+    pub threads: usize,
+    pub train: bool,
+    pub augment: AugmentConfig,
+    pub sampler: SamplerConfig,
+    pub decode: DecodeOptions,
+    /// Keep decoded, downscaled images in RAM across epochs.
+    pub cache: bool,
+    /// Upper bound of the cache's pixel bytes; past it images are decoded as usual.
+    pub cache_bytes: Option<usize>,
+    /// Replace a sample that fails to decode with another of its class instead of failing.
+    pub skip_errors: bool,
+    /// Write float32 `(x - mean) / std` per channel (0..255 units) instead of uint8.
+    pub normalize: Option<([f32; 3], [f32; 3])>,
+}
+
+impl PipelineConfig {
+    /// Bytes of one output sample in a slot: uint8 HWC, or float32 HWC when normalising.
+    pub fn sample_bytes(&self) -> usize {
+        let elem = if self.normalize.is_some() { 4 } else { 1 };
+        self.out_w * self.out_h * 3 * elem
+    }
+}
+
+/// One ring slot: raw views of buffers the caller keeps alive while the pipeline may write.
+#[derive(Clone, Copy, Debug)]
+pub struct Slot {
+    pub images: *mut u8,
+    pub labels: *mut i64,
+}
+
+// SAFETY: a slot is written by at most one batch job at a time (the caller never schedules a
+// busy slot: `schedule` refuses it), and the caller keeps the memory alive (see lib.rs).
+unsafe impl Send for Slot {}
+unsafe impl Sync for Slot {}
+
+struct State {
+    done: HashMap<usize, Result<usize>>,
+    busy: Vec<bool>,
+    in_flight: usize,
+}
+
+struct Shared {
+    paths: Vec<PathBuf>,
+    labels: Option<Vec<i64>>,
+    boxes: Option<Vec<Option<CropBox>>>,
+    class_members: Vec<Vec<usize>>,
+    cfg: PipelineConfig,
+    cache: Vec<OnceLock<Arc<Image>>>,
+    cache_used: AtomicUsize,
+    generation: AtomicU64,
+    state: Mutex<State>,
+    cond: Condvar,
+    skipped: Mutex<Vec<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock is caught per job; the data is still consistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    pool: rayon::ThreadPool,
+    slots: Vec<Option<Slot>>,
+    plan: Arc<Vec<usize>>,
+    epoch: u64,
+}
+
+impl Pipeline {
+    pub fn new(
+        paths: Vec<PathBuf>,
+        labels: Option<Vec<i64>>,
+        boxes: Option<Vec<Option<CropBox>>>,
+        ring: usize,
+        cfg: PipelineConfig,
+    ) -> Result<Self> {
+        if paths.is_empty() {
+            return Err(Error::Invalid("no images given".into()));
+        }
+        if let Some(l) = &labels {
+            if l.len() != paths.len() {
+                return Err(Error::Invalid(format!(
+                    "{} labels for {} paths",
+                    l.len(),
+                    paths.len()
+                )));
+            }
+        }
+        if let Some(b) = &boxes {
+            if b.len() != paths.len() {
+                return Err(Error::Invalid(format!(
+                    "{} crop boxes for {} paths",
+                    b.len(),
+                    paths.len()
+                )));
+            }
+        }
+        if cfg.out_w == 0 || cfg.out_h == 0 || cfg.out_w > 8192 || cfg.out_h > 8192 {
+            return Err(Error::Invalid(format!(
+                "image size {}x{} must be in 1..=8192",
+                cfg.out_w, cfg.out_h
+            )));
+        }
+        if ring == 0 {
+            return Err(Error::Invalid("the ring needs at least one slot".into()));
+        }
+        cfg.sampler.validate()?;
+        let threads = cfg.threads.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("fastmask-{i}"))
+            .build()
+            .map_err(|e| Error::Invalid(format!("cannot start {threads} threads: {e}")))?;
+        let mut class_members: Vec<Vec<usize>> = Vec::new();
+        if let Some(l) = &labels {
+            for (i, &y) in l.iter().enumerate() {
+                if let Ok(c) = usize::try_from(y) {
+                    if c >= class_members.len() {
+                        class_members.resize_with(c + 1, Vec::new);
+                    }
+                    class_members[c].push(i);
+                }
+            }
+        }
+        let n = paths.len();
+        let shared = Shared {
+            paths,
+            labels,
+            boxes,
+            class_members,
+            cache: (0..n).map(|_| OnceLock::new()).collect(),
+            cache_used: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
+            state: Mutex::new(State {
+                done: HashMap::new(),
+                busy: vec![false; ring],
+                in_flight: 0,
+            }),
+            cond: Condvar::new(),
+            skipped: Mutex::new(Vec::new()),
+            cfg,
+        };
+        Ok(Pipeline {
+            shared: Arc::new(shared),
+            pool,
+            slots: vec![None; ring],
+            plan: Arc::new(Vec::new()),
+            epoch: 0,
+        })
+    }
+
+    pub fn sample_bytes(&self) -> usize {
+        self.shared.cfg.sample_bytes()
+    }
+
+    pub fn batch_size(&self) -> usize {
+        self.shared.cfg.batch_size
+    }
+
+    pub fn ring(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.shared.paths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shared.paths.is_empty()
+    }
+
+    /// Samples in this epoch's plan for this rank.
+    pub fn plan_len(&self) -> usize {
+        self.plan.len()
+    }
+
+    pub fn num_batches(&self) -> usize {
+        self.plan.len().div_ceil(self.shared.cfg.batch_size)
+    }
+
+    /// Bytes of pixels held by the cache now.
+    pub fn cache_bytes_used(&self) -> usize {
+        self.shared.cache_used.load(Ordering::Relaxed)
+    }
+
+    /// Paths skipped (with on_error=skip) since the last call.
+    pub fn take_skipped(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.shared.skipped))
+    }
+
+    /// Point slot `index` at new buffers. The slot must not be in flight.
+    ///
+    /// # Safety
+    /// `images` must be valid for writes of batch_size * sample_bytes bytes and `labels` for
+    /// batch_size i64 values until the slot is replaced or the pipeline is cancelled/dropped.
+    pub unsafe fn set_slot(&mut self, index: usize, slot: Slot) -> Result<()> {
+        if index >= self.slots.len() {
+            return Err(Error::Invalid(format!(
+                "slot {index} is outside the ring of {}",
+                self.slots.len()
+            )));
+        }
+        if lock(&self.shared.state).busy[index] {
+            return Err(Error::Invalid(format!("slot {index} is being filled")));
+        }
+        self.slots[index] = Some(slot);
+        Ok(())
+    }
+
+    /// Cancel in-flight work and wait until no job touches any slot.
+    pub fn cancel(&mut self) {
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        let mut st = lock(&self.shared.state);
+        while st.in_flight > 0 {
+            st = self.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.done.clear();
+        st.busy.iter_mut().for_each(|b| *b = false);
+    }
+
+    /// Cancel what is in flight and plan `epoch`; returns the number of batches.
+    pub fn start_epoch(&mut self, epoch: u64) -> Result<usize> {
+        self.cancel();
+        let labels = self.shared.labels.as_deref();
+        let plan = sampler::epoch_plan(labels, self.shared.paths.len(), &self.shared.cfg.sampler, epoch)?;
+        self.plan = Arc::new(plan);
+        self.epoch = epoch;
+        Ok(self.num_batches())
+    }
+
+    /// Start filling `batch` of the current epoch into `slot`.
+    pub fn schedule(&self, batch: usize, slot_index: usize) -> Result<()> {
+        if batch >= self.num_batches() {
+            return Err(Error::Invalid(format!(
+                "batch {batch} is past the epoch's {} batches",
+                self.num_batches()
+            )));
+        }
+        let slot = self
+            .slots
+            .get(slot_index)
+            .copied()
+            .flatten()
+            .ok_or_else(|| Error::Invalid(format!("slot {slot_index} has no buffers")))?;
+        {
+            let mut st = lock(&self.shared.state);
+            if st.busy[slot_index] {
+                return Err(Error::Invalid(format!("slot {slot_index} is still being filled")));
+            }
+            st.busy[slot_index] = true;
+            st.in_flight += 1;
+        }
+        let shared = Arc::clone(&self.shared);
+        let plan = Arc::clone(&self.plan);
+        let generation = shared.generation.load(Ordering::SeqCst);
+        let epoch = self.epoch;
+        self.pool.spawn(move || {
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                fill_batch(&shared, &plan, epoch, batch, slot, generation)
+            }))
+            .unwrap_or_else(|panic| {
+                Err(Error::Invalid(format!(
+                    "internal error while filling a batch: {}",
+                    panic_message(&panic)
+                )))
+            });
+            let mut st = lock(&shared.state);
+            st.in_flight -= 1;
+            st.busy[slot_index] = false;
+            if shared.generation.load(Ordering::SeqCst) == generation {
+                st.done.insert(batch, result);
+            }
+            drop(st);
+            shared.cond.notify_all();
+        });
+        Ok(())
+    }
+
+    /// Wait up to `timeout` for `batch`; Some(samples in it) when done, None on timeout.
+    pub fn wait(&self, batch: usize, timeout: Duration) -> Option<Result<usize>> {
+        let mut st = lock(&self.shared.state);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(r) = st.done.remove(&batch) {
+                return Some(r);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            st = self
+                .shared
+                .cond
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // Jobs hold raw pointers into caller memory: they must finish before it can go away.
+        self.cancel();
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
+}
+
+/// Scale from the source image to the working image: the crop region, and for training the
+/// smallest random-resized crop of it, still covers the output at full resolution.
+fn working_scale(cfg: &PipelineConfig, src_w: usize, src_h: usize, crop: Option<CropBox>) -> f64 {
+    let (mut rw, mut rh) = match crop {
+        Some(b) => (
+            (b.x1.min(src_w as f32) - b.x0.max(0.0)).max(1.0) as f64,
+            (b.y1.min(src_h as f32) - b.y0.max(0.0)).max(1.0) as f64,
+        ),
+        None => (
+            src_w as f64 * cfg.augment.center_crop.0.clamp(0.01, 1.0) as f64,
+            src_h as f64 * cfg.augment.center_crop.1.clamp(0.01, 1.0) as f64,
+        ),
+    };
+    if cfg.train && cfg.augment.rrc_p > 0.0 {
+        let shrink = (cfg.augment.rrc_scale.0.clamp(0.01, 1.0) as f64).sqrt();
+        rw *= shrink;
+        rh *= shrink;
+    }
+    (cfg.out_w as f64 / rw).max(cfg.out_h as f64 / rh).min(1.0)
+}
+
+/// Decode one image at the working scale (DCT-scaled when possible, then resized).
+fn load_working(shared: &Shared, index: usize) -> Result<Arc<Image>> {
+    if let Some(img) = shared.cache[index].get() {
+        return Ok(Arc::clone(img));
+    }
+    let cfg = &shared.cfg;
+    let path = &shared.paths[index];
+    let bytes = std::fs::read(path).map_err(|e| Error::Decode {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let (src_w, src_h) =
+        decode::read_dimensions(&bytes, cfg.decode.apply_exif).map_err(|e| e.with_path(path))?;
+    let crop = shared.boxes.as_ref().and_then(|b| b[index]);
+    let s = working_scale(cfg, src_w, src_h, crop);
+    let work_w = ((src_w as f64 * s).ceil() as usize).clamp(1, src_w);
+    let work_h = ((src_h as f64 * s).ceil() as usize).clamp(1, src_h);
+    let opts = DecodeOptions {
+        min_size: Some((work_w, work_h)),
+        ..cfg.decode
+    };
+    let mut img = decode::decode_image(&bytes, &opts).map_err(|e| e.with_path(path))?;
+    if img.width != work_w || img.height != work_h {
+        img = augment::resize_image(&img, work_w, work_h).map_err(|e| e.with_path(path))?;
+    }
+    img.data.shrink_to_fit();
+    let img = Arc::new(img);
+    if cfg.cache {
+        let bytes = img.data.len();
+        let cap = cfg.cache_bytes.unwrap_or(usize::MAX);
+        let before = shared.cache_used.fetch_add(bytes, Ordering::SeqCst);
+        if before.saturating_add(bytes) > cap || shared.cache[index].set(Arc::clone(&img)).is_err() {
+            shared.cache_used.fetch_sub(bytes, Ordering::SeqCst);
+        }
+    }
+    Ok(img)
+}
+
+thread_local! {
+    // Per-worker uint8 scratch for float output, reused across samples.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn make_sample(shared: &Shared, index: usize, rng: &mut Rng, out: &mut [u8]) -> Result<()> {
+    let cfg = &shared.cfg;
+    let img = load_working(shared, index)?;
+    let crop = shared.boxes.as_ref().and_then(|b| b[index]);
+    let path = &shared.paths[index];
+    let Some((mean, std)) = cfg.normalize else {
+        return augment::process(
+            &img,
+            crop,
+            &cfg.augment,
+            cfg.train,
+            rng,
+            out,
+            cfg.out_w,
+            cfg.out_h,
+        )
+        .map_err(|e| e.with_path(path));
+    };
+    SCRATCH.with(|cell| {
+        let mut scratch = cell.borrow_mut();
+        scratch.resize(cfg.out_w * cfg.out_h * 3, 0);
+        augment::process(
+            &img,
+            crop,
+            &cfg.augment,
+            cfg.train,
+            rng,
+            &mut scratch,
+            cfg.out_w,
+            cfg.out_h,
+        )
+        .map_err(|e| e.with_path(path))?;
+        // SAFETY: plain f32 has no invalid bit patterns; align_to_mut only yields aligned middles.
+        let (head, floats, _) = unsafe { out.align_to_mut::<f32>() };
+        if !head.is_empty() || floats.len() != scratch.len() {
+            return Err(Error::Invalid("float output buffer is not 4-byte aligned".into()));
+        }
+        let scale = [1.0 / std[0], 1.0 / std[1], 1.0 / std[2]];
+        for (px, dst) in scratch.chunks_exact(3).zip(floats.chunks_exact_mut(3)) {
+            for c in 0..3 {
+                dst[c] = (px[c] as f32 - mean[c]) * scale[c];
+            }
+        }
+        Ok(())
+    })
+}
+
+/// On a failed sample with skip_errors: another sample of the same class (or any sample).
+fn replacement(shared: &Shared, index: usize, rng: &mut Rng) -> usize {
+    let members = shared
+        .labels
+        .as_ref()
+        .and_then(|l| usize::try_from(l[index]).ok())
+        .and_then(|c| shared.class_members.get(c))
+        .filter(|m| m.len() > 1);
+    match members {
+        Some(m) => m[rng.below(m.len() as u64) as usize],
+        None => rng.below(shared.paths.len() as u64) as usize,
+    }
+}
+
+fn fill_batch(
+    shared: &Shared,
+    plan: &[usize],
+    epoch: u64,
+    batch: usize,
+    slot: Slot,
+    generation: u64,
+) -> Result<usize> {
+    let cfg = &shared.cfg;
+    let bs = cfg.batch_size;
+    let sb = cfg.sample_bytes();
+    let start = batch * bs;
+    let end = (start + bs).min(plan.len());
+    let n = end - start;
+    // SAFETY: the slot's buffers hold bs samples and bs labels (checked in lib.rs) and only this
+    // job writes them until it reports done (schedule marks the slot busy).
+    let images = unsafe { std::slice::from_raw_parts_mut(slot.images, bs * sb) };
+    let labels = unsafe { std::slice::from_raw_parts_mut(slot.labels, bs) };
+    let sampler = &cfg.sampler;
+    images[..n * sb]
+        .par_chunks_mut(sb)
+        .zip(labels[..n].par_iter_mut())
+        .enumerate()
+        .try_for_each(|(i, (out, label))| {
+            if shared.generation.load(Ordering::Relaxed) != generation {
+                return Err(Error::Closed);
+            }
+            let position = (start + i) as u64;
+            let mut index = plan[start + i];
+            // One stream per (seed, epoch, rank, position): independent of which thread runs it.
+            let mut rng = Rng::derive(&[sampler.seed, epoch, sampler.rank as u64, position]);
+            let mut attempt = 0u64;
+            loop {
+                match make_sample(shared, index, &mut rng, out) {
+                    Ok(()) => break,
+                    Err(err) if cfg.skip_errors && attempt < 16 => {
+                        lock(&shared.skipped).push(format!("{err}"));
+                        attempt += 1;
+                        let mut pick = Rng::derive(&[sampler.seed, epoch, position, attempt, 0x5C1F]);
+                        index = replacement(shared, index, &mut pick);
+                        rng = Rng::derive(&[sampler.seed, epoch, sampler.rank as u64, position, attempt]);
+                    }
+                    Err(err) => return Err(err),
+                }
+            }
+            *label = shared.labels.as_ref().map_or(-1, |l| l[index]);
+            Ok(())
+        })?;
+    Ok(n)
+}

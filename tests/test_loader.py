@@ -1,0 +1,356 @@
+"""The native loader through its Python API: batches, determinism, cache, faults."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+
+import fastmask
+from fastmask import _native
+from fastmask.loader import AugmentConfig, DecodeError, Loader
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], list[int]]:
+    """40 photo-like 384x512 JPEGs (some PNG), 3 unbalanced classes."""
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:512, 0:384]
+    paths, labels = [], []
+    for i in range(40):
+        c = 0 if i < 28 else (1 if i < 36 else 2)
+        base = np.stack(
+            [(xx * (1 + c) + i * 7) % 256, (yy + 40 * c) % 256, (xx + yy + i) % 256], -1
+        ).astype(np.uint8)
+        noisy = np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+        path = root / f"img{i:02d}.{'png' if i % 10 == 9 else 'jpg'}"
+        Image.fromarray(noisy).save(path, quality=90)
+        paths.append(str(path))
+        labels.append(c)
+    return paths, labels
+
+
+def collect(loader: Loader) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for x, y in loader:
+        xs.append(x.numpy().copy())
+        ys.append(y.numpy().copy())
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+# -- decode ---------------------------------------------------------------------------------
+
+
+def pil_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        if im.mode.startswith("I"):  # PIL clips 16-bit gray to 255 in convert(); scale instead
+            gray = (np.asarray(im).astype(np.uint32) >> 8).astype(np.uint8)
+            return np.repeat(gray[..., None], 3, axis=2)
+        return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+
+
+DECODABLE = sorted(
+    p for p in DATA.glob("*") if p.suffix in (".jpg", ".png") and not p.name.startswith("bad_")
+)
+
+
+@pytest.mark.parametrize("path", DECODABLE, ids=lambda p: p.name)
+def test_decode_parity_with_pil(path: Path):
+    ours = fastmask.loader.decode(path).astype(np.int16)
+    ref = pil_rgb(path).astype(np.int16)
+    assert ours.shape == ref.shape
+    mad = np.abs(ours - ref).mean(axis=(0, 1))
+    assert (mad <= 1.0).all(), f"{path.name}: mean abs diff per channel {mad}"
+
+
+def test_exif_orientation_can_be_switched_off():
+    rotated = DATA / "exif_6.jpg"
+    on = fastmask.loader.decode(rotated)
+    off = fastmask.loader.decode(rotated, apply_exif=False)
+    assert on.shape[:2] == off.shape[:2][::-1]
+
+
+@pytest.mark.parametrize("name", ["bad_corrupt.jpg", "bad_truncated.png", "bad_zero.jpg",
+                                  "bad_text.jpg", "missing.jpg"])  # fmt: skip
+def test_decode_errors_name_the_file(name: str):
+    with pytest.raises(DecodeError, match=name) as info:
+        fastmask.loader.decode(DATA / name)
+    assert isinstance(info.value, ValueError)
+    assert fastmask.DecodeError is DecodeError
+
+
+# -- sampler --------------------------------------------------------------------------------
+
+
+def test_epoch_plan_balanced_and_sharded():
+    labels = [0] * 30 + [1] * 6 + [2] * 2
+    plan = _native.epoch_plan(labels, oversample="balanced", seed=3)
+    assert np.bincount(np.asarray(labels)[plan]).tolist() == [30, 30, 30]
+    shards = [
+        _native.epoch_plan(labels, rank=r, world_size=2, drop_last=True, batch_size=4)
+        for r in range(2)
+    ]
+    assert len(shards[0]) == len(shards[1]) == 16
+    assert not set(shards[0]) & set(shards[1])
+    w = _native.epoch_plan(labels, oversample={1: 2.0, 2: 0.5})
+    assert np.bincount(np.asarray(labels)[w]).tolist() == [30, 12, 1]
+    with pytest.raises(ValueError, match="oversample"):
+        _native.epoch_plan(labels, oversample="often")
+
+
+# -- loader ---------------------------------------------------------------------------------
+
+
+def test_batches_shapes_order_and_labels(images):
+    paths, labels = images
+    with Loader(paths, labels, batch_size=16, image_size=(64, 48), train=False) as loader:
+        assert len(loader) == 3
+        batches = list(loader)
+    x, y = batches[0]
+    assert x.dtype == torch.uint8 and x.shape == (16, 3, 64, 48)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert [b[0].shape[0] for b in batches] == [16, 16, 8]
+    assert torch.cat([b[1] for b in batches]).tolist() == labels  # eval: in order
+
+
+def test_eval_matches_single_image_path(images):
+    paths, labels = images
+    with Loader(paths[:4], labels[:4], batch_size=4, image_size=56, train=False) as loader:
+        x, _ = next(iter(loader))
+    for i in range(4):
+        one = _native.augment_image(
+            fastmask.loader.decode(paths[i]), (56, 56), train=False, preset="mask"
+        )
+        diff = np.abs(x[i].permute(1, 2, 0).numpy().astype(int) - one.astype(int))
+        assert diff.mean() < 3.0  # noisy pixels: the loader resizes twice (working scale first)
+
+
+def test_same_seed_same_batches_whatever_the_threads(images):
+    paths, labels = images
+    kw = dict(batch_size=8, image_size=64, train=True, augment="mask", seed=5)
+    runs = []
+    for threads in (1, 2, 3):
+        with Loader(paths, labels, threads=threads, **kw) as loader:
+            loader.set_epoch(1)
+            runs.append(collect(loader))
+    for x, y in runs[1:]:
+        assert np.array_equal(x, runs[0][0]) and np.array_equal(y, runs[0][1])
+    with Loader(paths, labels, threads=2, **kw) as loader:
+        loader.set_epoch(2)
+        other = collect(loader)
+    assert not np.array_equal(other[0], runs[0][0])
+
+
+def test_train_drops_last_and_shuffles(images):
+    paths, labels = images
+    with Loader(paths, labels, batch_size=16, image_size=32, augment="none") as loader:
+        assert len(loader) == 2 and loader.samples_per_epoch == 32
+        _, y = collect(loader)
+    assert len(y) == 32 and y.tolist() != sorted(y.tolist())
+
+
+def test_balanced_oversampling_through_the_loader(images):
+    paths, labels = images
+    with Loader(paths, labels, batch_size=12, image_size=32, oversample="balanced") as loader:
+        _, y = collect(loader)
+    assert np.bincount(y).tolist() == [28, 28, 28]
+
+
+def test_ddp_shards_match_single_process_count(images):
+    paths, labels = images
+    seen = []
+    for rank in range(2):
+        with Loader(paths, labels, batch_size=5, image_size=32, rank=rank, world_size=2,
+                    drop_last=False, augment="none") as loader:  # fmt: skip
+            seen.append(loader.samples_per_epoch)
+            collect(loader)
+    with Loader(paths, labels, batch_size=5, image_size=32, drop_last=False) as single:
+        assert sum(seen) == single.samples_per_epoch == 40
+
+
+def test_cache_gives_identical_batches_and_stays_within_its_cap(images):
+    paths, labels = images
+    kw = dict(batch_size=8, image_size=(96, 64), train=True, seed=1, threads=2)
+    with Loader(paths, labels, **kw) as plain:
+        ref = collect(plain)
+    with Loader(paths, labels, cache=True, **kw) as cached:
+        assert np.array_equal(collect(cached)[0], ref[0])  # first epoch fills the cache
+        used = cached.cache_bytes_used
+        assert np.array_equal(collect(cached)[0], ref[0])  # second epoch reads it
+        assert cached.cache_bytes_used == used > 0
+    with Loader(paths, labels, cache=True, cache_bytes=used // 4, **kw) as capped:
+        assert np.array_equal(collect(capped)[0], ref[0])
+        assert 0 < capped.cache_bytes_used <= used // 4
+
+
+def test_held_batches_are_never_overwritten(images):
+    paths, labels = images
+    kw = dict(batch_size=4, image_size=32, train=True, seed=2, prefetch=1)
+    with Loader(paths, labels, **kw) as loader:
+        copies = collect(loader)
+        held = list(loader)  # keep every batch alive while later ones are produced
+    x = torch.cat([b[0] for b in held]).numpy()
+    assert np.array_equal(x, copies[0])
+
+
+def test_augment_config_knobs_and_errors(images):
+    paths, labels = images
+    flip = AugmentConfig("none", hflip_p=1.0, rrc_p=0.0)
+    with Loader(paths[:4], labels[:4], batch_size=4, image_size=32, augment=flip) as a:
+        flipped = next(iter(a))[0]
+    with Loader(paths[:4], labels[:4], batch_size=4, image_size=32, train=False) as b:
+        plain = next(iter(b))[0]
+    assert torch.equal(flipped, plain.flip(3))
+    with pytest.raises(ValueError, match="unknown augment knob"):
+        _native.augment_image(np.zeros((8, 8, 3), np.uint8), (4, 4), knobs={"blur": 1.0})
+    with pytest.raises(ValueError, match="preset"):
+        Loader(paths, labels, augment="heavy")
+    with pytest.raises(ValueError, match="labels for"):
+        Loader(paths, labels[:3])
+
+
+def test_normalize_on_cpu_matches_manual(images):
+    paths, labels = images
+    kw = dict(batch_size=8, image_size=32, seed=4)
+    with Loader(paths[:8], labels[:8], normalize=True, **kw) as loader:
+        x, _ = next(iter(loader))
+    with Loader(paths[:8], labels[:8], **kw) as loader:
+        raw, _ = next(iter(loader))
+    mean = torch.tensor(fastmask.loader.REFERENCE_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(fastmask.loader.REFERENCE_STD).view(1, 3, 1, 1) * 255
+    assert x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(x, (raw.float() - mean) / std)
+
+
+def test_corrupt_file_raises_at_its_batch_then_loader_still_works(images, tmp_path: Path):
+    paths, labels = images
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(Path(paths[0]).read_bytes()[:300])
+    mixed = paths[:8] + [str(bad)] + paths[9:16]
+    with Loader(mixed, labels[:16], batch_size=8, image_size=32, train=False) as loader:
+        it = iter(loader)
+        next(it)  # batch 0 is fine
+        with pytest.raises(DecodeError, match="broken.jpg"):
+            next(it)
+        assert len(list(Loader(paths[:8], labels[:8], batch_size=8, train=False))) == 1
+        with pytest.raises(DecodeError):
+            list(loader)  # iterating again works and fails at the same place
+
+
+def test_skip_replaces_with_same_class_and_logs_once(images, tmp_path: Path, caplog):
+    paths, labels = images
+    bad = tmp_path / "empty.jpg"
+    bad.write_bytes(b"")
+    mixed = [*paths[:30], str(bad)]
+    ys = [*labels[:30], 1]  # class 1 has other members to stand in
+    with Loader(mixed, ys, batch_size=31, image_size=32, train=False, on_error="skip") as ld:
+        for _ in range(2):
+            _, y = next(iter(ld))
+            assert y.tolist() == ys
+    warnings = [r for r in caplog.records if "empty.jpg" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_closed_loader_refuses(images):
+    paths, labels = images
+    loader = Loader(paths, labels, batch_size=8, image_size=32)
+    loader.close()
+    loader.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        iter(loader)
+
+
+# -- faults in a child process: a hang fails the test through the timeout -------------------
+
+
+def run_child(code: str, images, timeout: float = 60.0, **kw) -> subprocess.CompletedProcess:
+    paths, labels = images
+    prelude = "import json, os, sys\nfrom fastmask.loader import Loader\n"
+    prelude += f"paths, labels = json.loads({json.dumps(json.dumps([paths, labels]))})\n"
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True, text=True, timeout=timeout, **kw,
+    )  # fmt: skip
+
+
+def test_break_exception_and_exit_mid_epoch_do_not_hang(images):
+    out = run_child(
+        """
+        ld = Loader(paths, labels, batch_size=4, image_size=64, prefetch=8)
+        for i, _ in enumerate(ld):
+            if i == 1:
+                break
+        try:
+            for _ in ld:
+                raise KeyError("consumer failed")
+        except KeyError:
+            pass
+        again = Loader(paths, labels, batch_size=4, image_size=64)
+        it = iter(again)
+        next(it)
+        del ld
+        print("ok")
+        # exit with `again` mid-epoch and its workers busy
+        """,
+        images,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_keyboard_interrupt_while_waiting(images):
+    out = run_child(
+        """
+        import signal, threading
+        ld = Loader(paths * 50, labels * 50, batch_size=500, image_size=256, threads=1)
+        threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        try:
+            for _ in ld:
+                pass
+            print("finished")
+        except KeyboardInterrupt:
+            print("interrupted")
+        """,
+        images,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "interrupted"
+
+
+def test_fork_after_pool_started(images):
+    out = run_child(
+        """
+        import multiprocessing as mp
+        parent = Loader(paths, labels, batch_size=8, image_size=32)
+        next(iter(parent))  # the parent's pool is running
+        def child(q):
+            try:
+                next(iter(parent))
+                q.put("inherited loader worked?!")
+            except RuntimeError as err:
+                msg = "refused" if "forked" in str(err) else str(err)
+            with Loader(paths, labels, batch_size=8, image_size=32) as fresh:
+                n = sum(len(y) for _, y in fresh)
+            q.put(f"{msg} {n}")
+        ctx = mp.get_context("fork")
+        q = ctx.Queue()
+        p = ctx.Process(target=child, args=(q,))
+        p.start()
+        print(q.get(timeout=30))
+        p.join(30)
+        print(p.exitcode)
+        """,
+        images,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["refused", "40", "0"]
