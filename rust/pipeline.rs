@@ -384,6 +384,12 @@ fn load_working(shared: &Shared, index: usize) -> Result<Arc<Image>> {
         ..cfg.decode
     };
     let mut img = decode::decode_image(&bytes, &opts).map_err(|e| e.with_path(path))?;
+    if !cfg.cache {
+        // Nothing is kept: resizing twice would only cost time and sharpness.
+        return Ok(Arc::new(img));
+    }
+    // Cached or not, every image of a caching loader goes through the same working size, so
+    // batches do not depend on which images fit under the cap.
     if img.width != work_w || img.height != work_h {
         img = augment::resize_image(&img, work_w, work_h).map_err(|e| e.with_path(path))?;
     }
