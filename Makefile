@@ -8,7 +8,7 @@ UV := $(VENV)/bin/uv
 DEMO_DIR ?= demo
 export WANDB_MODE ?= disabled
 
-.PHONY: all venv build demo test test-rust test-python lint fmt bench wheel clean
+.PHONY: all venv build demo test test-rust test-python lint fmt bench wheel check-wheel clean
 
 all: build
 
@@ -52,7 +52,7 @@ test-rust:
 test-python: build
 	$(PY) -m pytest -q
 
-test: build lint test-rust test-python
+test: build lint test-rust test-python check-wheel
 	$(VENV)/bin/python -m mypy.stubtest fastmask._native
 
 bench: build
@@ -61,7 +61,16 @@ bench: build
 	$(PY) -m fastmask bench loader --data $(DEMO_DIR)/bench-data --json $(DEMO_DIR)/bench-loader.json
 
 wheel: venv
+	rm -rf dist
 	$(VENV)/bin/maturin build --release -o dist
+
+# The release wheel installs into a fresh venv and runs outside the source tree.
+check-wheel: wheel
+	rm -rf target/wheel-venv
+	$(PYTHON) -m venv target/wheel-venv
+	$(UV) pip install --python target/wheel-venv/bin/python -q dist/fastmask-*.whl
+	cd /tmp && $(abspath target/wheel-venv)/bin/python -m fastmask --help > /dev/null
+	cd /tmp && $(abspath target/wheel-venv)/bin/python -c "import fastmask._native as n; print('wheel ok:', n.build_info())"
 
 clean:
 	rm -rf target dist $(VENV) $(DEMO_DIR)

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import fastmask
+from fastmask import _native
+from fastmask.cli import COMMAND_MODULES, build_parser, main
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "usage: fastmask" in out
+    for module in COMMAND_MODULES:
+        assert module.rsplit(".", 1)[1] in out
+
+
+def test_every_command_has_help():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) >= {"synth", "eda", "bench"}
+    for name, p in sub.choices.items():
+        assert p.format_help().startswith("usage: fastmask " + name)
+
+
+def test_python_dash_m_runs_and_reports_version():
+    out = subprocess.run(
+        [sys.executable, "-m", "fastmask", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == f"fastmask {fastmask.__version__}"
+
+
+def test_build_info_names_the_decoders():
+    info = _native.build_info()
+    assert info["version"] == fastmask.__version__
+    assert any(d.startswith("jpeg:") for d in info["decoders"])
+    assert any(d.startswith("png:") for d in info["decoders"])
+    assert info["debug"] is False  # make builds the extension in release mode
