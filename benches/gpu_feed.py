@@ -173,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(2) fastmask       {fm:8.1f} img/s  GPU {fm_util:.0f}%")
 
     model, opt = fresh_model()
-    tv = _torchvision_loader(paths, bs, threads)
-    tv.pin_memory = True
+    tv = _torchvision_loader(paths, bs, threads, pin_memory=True)
     tv_labels = _Relabel(tv)
     results["torchvision_pil"], results["torchvision_pil_util"] = train_steps(
         model, opt, tv_labels, args.steps, args.warmup

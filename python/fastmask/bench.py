@@ -61,7 +61,9 @@ def _fastmask_config() -> Any:
     )
 
 
-def _torchvision_loader(paths: list[str], batch_size: int, workers: int) -> Any:
+def _torchvision_loader(
+    paths: list[str], batch_size: int, workers: int, pin_memory: bool = False
+) -> Any:
     import torch
     from PIL import Image
     from torchvision import transforms as T
@@ -94,6 +96,7 @@ def _torchvision_loader(paths: list[str], batch_size: int, workers: int) -> Any:
         num_workers=workers,
         persistent_workers=workers > 0,
         drop_last=False,
+        pin_memory=pin_memory,
     )
 
 
