@@ -585,6 +585,38 @@ fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// dst = (src - mean[c]) / std[c] per channel of RGB8 HWC `src`, into float32 HWC `dst`.
+pub fn normalize_into(src: &[u8], dst: &mut [f32], mean: [f32; 3], std: [f32; 3]) -> Result<()> {
+    if src.len() != dst.len() || src.len() % 3 != 0 {
+        return Err(Error::Invalid(format!(
+            "normalize: {} bytes into {} floats, expected equal lengths of whole pixels",
+            src.len(),
+            dst.len()
+        )));
+    }
+    // A 24-value pattern (8 pixels) of scale and offset lets the loop vectorise without
+    // a modulo per value: dst = src * scale + offset.
+    let mut scale = [0f32; 24];
+    let mut offset = [0f32; 24];
+    for i in 0..24 {
+        scale[i] = 1.0 / std[i % 3];
+        offset[i] = -mean[i % 3] / std[i % 3];
+    }
+    with_avx2(|| {
+        let mut s = src.chunks_exact(24);
+        let mut d = dst.chunks_exact_mut(24);
+        for (si, di) in (&mut s).zip(&mut d) {
+            for k in 0..24 {
+                di[k] = f32::from(si[k]) * scale[k] + offset[k];
+            }
+        }
+        for (k, (si, di)) in s.remainder().iter().zip(d.into_remainder()).enumerate() {
+            *di = f32::from(*si) * scale[k] + offset[k];
+        }
+    });
+    Ok(())
+}
+
 /// out = M * (r, g, b) per pixel, M in Q12 fixed point, rounded and clamped.
 #[inline(always)]
 fn matrix_kernel(buf: &mut [u8], q: &[[i32; 3]; 3]) {
@@ -1195,5 +1227,18 @@ mod tests {
             (15, 20, 300, 400)
         );
         assert!(resize_image(&img, 0, 20).is_err());
+    }
+
+    #[test]
+    fn normalize_matches_the_formula_including_the_tail() {
+        let src: Vec<u8> = (0..(31 * 3)).map(|i| (i * 37 % 256) as u8).collect();
+        let mut dst = vec![0f32; src.len()];
+        let (mean, std) = ([10.0, 20.0, 30.0], [2.0, 4.0, 8.0]);
+        normalize_into(&src, &mut dst, mean, std).unwrap();
+        for (i, (&s, &d)) in src.iter().zip(&dst).enumerate() {
+            let want = (f32::from(s) - mean[i % 3]) / std[i % 3];
+            assert!((d - want).abs() < 1e-4, "{i}: {d} vs {want}");
+        }
+        assert!(normalize_into(&src, &mut dst[1..], mean, std).is_err());
     }
 }

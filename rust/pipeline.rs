@@ -448,12 +448,7 @@ fn make_sample(shared: &Shared, index: usize, rng: &mut Rng, out: &mut [u8]) -> 
         if !head.is_empty() || floats.len() != scratch.len() {
             return Err(Error::Invalid("float output buffer is not 4-byte aligned".into()));
         }
-        let scale = [1.0 / std[0], 1.0 / std[1], 1.0 / std[2]];
-        for (px, dst) in scratch.chunks_exact(3).zip(floats.chunks_exact_mut(3)) {
-            for c in 0..3 {
-                dst[c] = (px[c] as f32 - mean[c]) * scale[c];
-            }
-        }
+        augment::normalize_into(&scratch, floats, mean, std)?;
         Ok(())
     })
 }
