@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fastmask import cli
+from fastmask.errors import FastmaskError
+from fastmask.report import find_runs, worst_predictions, write_report
+
+CLASSES = ["wear", "incorrect", "not_wear"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def fake_run(folder: Path, f1: list[float], seed: int = 0) -> Path:
+    """A run folder as `train` writes it, without training: metrics, summary, predictions."""
+    folder.mkdir(parents=True)
+    epochs = np.arange(1, len(f1) + 1)
+    pd.DataFrame(
+        {
+            "epoch": epochs,
+            "phase": "train",
+            "train_loss": 1.0 / epochs,
+            "val_loss": 1.2 / epochs,
+            "val_macro_f1": f1,
+            "val_acc": f1,
+        }
+    ).to_csv(folder / "metrics.csv", index=False)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(12):
+        path = folder / f"img{i}.jpg"
+        Image.fromarray(np.full((64, 48, 3), 20 * i, np.uint8)).save(path)
+        true = i % 3
+        pred = true if i < 6 else (true + 1) % 3
+        rows.append(
+            {
+                "path": str(path),
+                "person": f"{i:06d}_male_Asian_30",
+                "true": true,
+                "pred": pred,
+                "true_name": CLASSES[true],
+                "pred_name": CLASSES[pred],
+                "confidence": float(rng.uniform(0.4, 1.0)),
+            }
+        )
+    pd.DataFrame(rows).to_csv(folder / "val_predictions.csv", index=False)
+    best = int(np.argmax(f1))
+    summary = {
+        "task": "mask",
+        "classes": CLASSES,
+        "best_epoch": best + 1,
+        "best_macro_f1": f1[best],
+        "per_class_f1": dict(zip(CLASSES, [0.9, 0.5, 0.7], strict=True)),
+    }
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def test_report_writes_every_figure(tmp_path: Path) -> None:
+    a = fake_run(tmp_path / "a", [0.3, 0.6, 0.7])
+    b = fake_run(tmp_path / "b", [0.2, 0.5], seed=1)
+    written = write_report([a, b], tmp_path / "out")
+    names = sorted(p.name for p in written)
+    assert names == sorted(
+        ["curves.png"]
+        + [f"{r}_{kind}.png" for r in ("a", "b") for kind in ("per_class_f1", "confusion", "worst")]
+    )
+    for path in written:
+        assert path.read_bytes()[:8] == PNG
+
+
+def test_worst_are_misclassified_most_confident_first(tmp_path: Path) -> None:
+    preds = pd.read_csv(fake_run(tmp_path / "a", [0.5]) / "val_predictions.csv")
+    worst = worst_predictions(preds, 4)
+    assert len(worst) == 4 and (worst["true"] != worst["pred"]).all()
+    assert list(worst["confidence"]) == sorted(worst["confidence"], reverse=True)
+    assert (
+        worst["confidence"].min()
+        >= preds[preds["true"] != preds["pred"]]["confidence"].nlargest(4).min()
+    )
+
+
+def test_folds_folder_expands_and_bad_folder_is_refused(tmp_path: Path) -> None:
+    for i in (0, 1, 10):
+        fake_run(tmp_path / "cv" / f"fold{i}", [0.5, 0.6])
+    assert [p.name for p in find_runs([tmp_path / "cv"])] == ["fold0", "fold1", "fold10"]
+    with pytest.raises(FastmaskError, match="not a run folder"):
+        find_runs([tmp_path])
+
+
+def test_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = fake_run(tmp_path / "run", [0.4, 0.8])
+    assert cli.main(["report", str(run), "--out", str(tmp_path / "figs"), "--worst", "4"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert str(tmp_path / "figs" / "curves.png") in printed
+    assert (tmp_path / "figs" / "run_worst.png").exists()
