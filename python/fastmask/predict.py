@@ -1,0 +1,229 @@
+"""`python -m fastmask predict`: class probabilities for every row of eval/info.csv.
+
+files -> data index -> native loader -> trainer -> **predictions** -> combine -> CSV
+
+Each checkpoint runs through the native loader in eval mode with the crop it was trained
+with; optional horizontal-flip TTA; several checkpoints (k folds, several runs) of the
+same task are averaged (soft vote). Output: `ImageID, p0, p1, ...` for a task model, or
+`ImageID, mask_p0, ..., age_p2` for a `multi` model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fastmask.data import NUM_CLASSES, TASKS, read_eval
+from fastmask.errors import FastmaskError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A trained model ready for inference, with what it needs to see images as in training."""
+
+    path: Path
+    task: str
+    model: Any
+    image_size: tuple[int, int]
+    augment: str
+    config: dict[str, Any]
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        return TASKS if self.task == "multi" else (self.task,)
+
+
+def find_checkpoints(sources: Sequence[str | Path], which: str = "best") -> list[Path]:
+    """Checkpoint files from files, run folders, or fold parents (run/fold*/best.pt)."""
+    found: list[Path] = []
+    for source in sources:
+        p = Path(source)
+        if p.is_file():
+            found.append(p)
+        elif (p / f"{which}.pt").is_file():
+            found.append(p / f"{which}.pt")
+        elif folds := sorted(p.glob(f"fold*/{which}.pt")):
+            found.extend(folds)
+        else:
+            raise FastmaskError(
+                f"{p}: not a checkpoint, a run folder with {which}.pt, or a folder of folds"
+            )
+    return found
+
+
+def load_model(path: Path, device: Any) -> LoadedModel:
+    """Rebuild the run's model from its checkpoint (no download: weights come from the file)."""
+    import torch
+
+    from fastmask.models import build_model
+    from fastmask.train import TrainConfig, load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    config = TrainConfig.from_json(ckpt["config"])
+    model = build_model(config.model, config.task, pretrained=False)
+    model.load_state_dict(ckpt["model"])
+    model.eval().to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    augment = config.augment or "none"
+    size = (int(config.image_size[0]), int(config.image_size[1]))
+    return LoadedModel(path, config.task, model, size, augment, ckpt["config"])
+
+
+def _heads_output(out: Any, task: str) -> dict[str, Any]:
+    return dict(out) if task == "multi" else {task: out}
+
+
+def predict_probabilities(
+    loaded: LoadedModel,
+    paths: Sequence[str],
+    *,
+    device: Any,
+    batch_size: int = 64,
+    threads: int | None = None,
+    tta: bool = False,
+    crop_boxes: Sequence[Any] | None = None,
+) -> dict[str, np.ndarray]:
+    """Softmax probabilities per head for `paths`, in order: {task: [N, classes]}."""
+    import torch
+
+    from fastmask.loader import Loader
+
+    probs: dict[str, list[np.ndarray]] = {h: [] for h in loaded.heads}
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
+    with (
+        Loader(
+            list(paths),
+            None,
+            batch_size=batch_size,
+            image_size=loaded.image_size,
+            train=False,
+            augment=loaded.augment,
+            threads=threads,
+            crop_boxes=crop_boxes,
+            device=device if device.type == "cuda" else None,
+            normalize=True,
+        ) as loader,
+        torch.inference_mode(),
+        autocast,
+    ):
+        for images, _ in loader:
+            x = images.to(device, non_blocking=True)
+            outs = _heads_output(loaded.model(x), loaded.task)
+            if tta:
+                flipped = _heads_output(loaded.model(x.flip(3)), loaded.task)
+                for h in outs:
+                    outs[h] = (outs[h].float().softmax(1) + flipped[h].float().softmax(1)) / 2
+            else:
+                outs = {h: o.float().softmax(1) for h, o in outs.items()}
+            for h in loaded.heads:
+                probs[h].append(outs[h].cpu().numpy())
+    return {h: np.concatenate(v) for h, v in probs.items()}
+
+
+def predict(
+    sources: Sequence[str | Path],
+    data: str | Path,
+    out: str | Path,
+    *,
+    tta: bool = False,
+    batch_size: int = 64,
+    threads: int | None = None,
+    device: str = "auto",
+    which: str = "best",
+    lenient: bool = False,
+) -> pd.DataFrame:
+    """Average the probabilities of every checkpoint in `sources` over eval/info.csv rows."""
+    import torch
+
+    from fastmask.combine import write_csv_atomic
+
+    dev = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    )
+    checkpoints = find_checkpoints(sources, which)
+    table = read_eval(data, lenient=lenient)
+    paths = table["path"].tolist()
+    total: dict[str, np.ndarray] = {}
+    task = None
+    t0 = time.perf_counter()
+    for ckpt in checkpoints:
+        loaded = load_model(ckpt, dev)
+        if task is not None and loaded.task != task:
+            raise FastmaskError(
+                f"{ckpt} is a {loaded.task} model but earlier checkpoints are {task}: "
+                "average checkpoints of one task per predict call"
+            )
+        task = loaded.task
+        probs = predict_probabilities(
+            loaded, paths, device=dev, batch_size=batch_size, threads=threads, tta=tta
+        )
+        for h, p in probs.items():
+            total[h] = total.get(h, 0) + p
+        del loaded
+    seconds = time.perf_counter() - t0
+    assert task is not None
+    frame = pd.DataFrame({"ImageID": table["ImageID"]})
+    for h in TASKS if task == "multi" else (task,):
+        mean = total[h] / len(checkpoints)
+        prefix = f"{h}_" if task == "multi" else ""
+        for j in range(NUM_CLASSES[h]):
+            frame[f"{prefix}p{j}"] = mean[:, j]
+    write_csv_atomic(frame, out)
+    passes = len(checkpoints) * (2 if tta else 1)
+    rate = len(paths) * len(checkpoints) / seconds
+    log.info(
+        "predicted %d images with %d checkpoint(s)%s in %.1f s: %.1f images/s (%d passes)",
+        len(paths), len(checkpoints), " + flip TTA" if tta else "", seconds, rate, passes,
+    )  # fmt: skip
+    print(
+        f"{out}: {len(paths)} images, {task}, {len(checkpoints)} checkpoint(s), {rate:.1f} images/s"
+    )
+    return frame
+
+
+def _run(args: argparse.Namespace) -> int:
+    predict(
+        args.runs,
+        args.data,
+        args.out,
+        tta=args.tta,
+        batch_size=args.batch_size,
+        threads=args.threads,
+        device=args.device,
+        which=args.checkpoint,
+        lenient=args.lenient,
+    )
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="class probabilities for every eval image (soft vote of checkpoints, flip TTA)",
+        description="Write ImageID + one probability column per class, in info.csv order.",
+    )
+    p.add_argument("runs", nargs="+", help="run folders, fold parents or checkpoint files")
+    p.add_argument("--data", required=True, help="DATA or DATA/eval (info.csv + images/)")
+    p.add_argument("--out", required=True, help="prediction CSV to write")
+    p.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=None, help="loader threads (all cores)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--lenient", action="store_true", help="skip info.csv rows without a file")
+    p.set_defaults(func=_run)

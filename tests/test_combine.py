@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score
+
+from fastmask.cli import main
+from fastmask.combine import combine, vote
+from fastmask.errors import DataError
+from fastmask.evaluate import evaluate
+
+IDS = [f"{i:040x}.jpg" for i in (7, 3, 9, 1, 5)]
+
+
+@pytest.fixture
+def info(tmp_path: Path) -> Path:
+    p = tmp_path / "info.csv"
+    p.write_text("ImageID,ans\n" + "".join(f"{i},0\n" for i in IDS))
+    return p
+
+
+def write_probs(path: Path, ids: list[str], labels: list[int], k: int, prefix: str = "") -> Path:
+    probs = np.full((len(ids), k), 0.1)
+    probs[np.arange(len(ids)), labels] = 0.8
+    frame = pd.DataFrame(probs, columns=[f"{prefix}p{j}" for j in range(k)])
+    frame.insert(0, "ImageID", ids)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_combine_keeps_info_order_and_encodes(tmp_path: Path, info: Path):
+    shuffled = IDS[::-1]  # prediction files may list rows in any order
+    mask = write_probs(tmp_path / "m.csv", shuffled, [0, 1, 2, 0, 1], 3)
+    gender = write_probs(tmp_path / "g.csv", shuffled, [1, 0, 1, 0, 1], 2)
+    age = write_probs(tmp_path / "a.csv", shuffled, [2, 2, 0, 1, 0], 3)
+    out = tmp_path / "sub.csv"
+    assert main(["combine", "--mask", str(mask), "--gender", str(gender), "--age", str(age),
+                 "--info", str(info), "--out", str(out)]) == 0  # fmt: skip
+    sub = pd.read_csv(out)
+    assert sub["ImageID"].tolist() == IDS
+    # IDS[0] is shuffled[4]: mask 1, gender 1, age 0
+    expect = {s: m * 6 + g * 3 + a for s, m, g, a in zip(shuffled, [0, 1, 2, 0, 1],
+              [1, 0, 1, 0, 1], [2, 2, 0, 1, 0], strict=True)}  # fmt: skip
+    assert sub["ans"].tolist() == [expect[i] for i in IDS]
+
+
+def test_combine_multi_file(tmp_path: Path, info: Path):
+    frame = pd.DataFrame({"ImageID": IDS})
+    for task, k, lab in (("mask", 3, 2), ("gender", 2, 1), ("age", 3, 1)):
+        for j in range(k):
+            frame[f"{task}_p{j}"] = 0.9 if j == lab else 0.05
+    frame.to_csv(tmp_path / "multi.csv", index=False)
+    sub = combine(info, tmp_path / "s.csv", multi=tmp_path / "multi.csv")
+    assert set(sub["ans"]) == {2 * 6 + 3 + 1}
+
+
+@pytest.mark.parametrize(
+    "ids, k, message",
+    [
+        (IDS[:4], 3, "have no prediction"),
+        ([*IDS, IDS[0]], 3, "appears 2 times"),
+        ([*IDS, "f" * 40 + ".jpg"], 3, "not in info.csv"),
+        (IDS, 2, "need columns p0, p1, p2"),
+        (IDS, 4, "need columns p0, p1, p2"),
+    ],
+)
+def test_combine_refuses_bad_prediction_files(tmp_path: Path, info: Path, ids, k, message):
+    bad = write_probs(tmp_path / "bad.csv", ids, [0] * len(ids), k)
+    good_g = write_probs(tmp_path / "g.csv", IDS, [0] * 5, 2)
+    good_a = write_probs(tmp_path / "a.csv", IDS, [0] * 5, 3)
+    out = tmp_path / "sub.csv"
+    out.write_text("previous content\n")
+    with pytest.raises(DataError, match=message):
+        combine(info, out, mask=bad, gender=good_g, age=good_a)
+    assert out.read_text() == "previous content\n"  # nothing half-written
+    assert not list(tmp_path.glob(".sub.csv*"))
+
+
+def test_combine_refuses_non_numeric_and_missing_args(tmp_path: Path, info: Path):
+    bad = write_probs(tmp_path / "m.csv", IDS, [0] * 5, 3)
+    text = bad.read_text().replace("0.8", "oops", 1)
+    bad.write_text(text)
+    g = write_probs(tmp_path / "g.csv", IDS, [0] * 5, 2)
+    a = write_probs(tmp_path / "a.csv", IDS, [0] * 5, 3)
+    with pytest.raises(DataError, match="row 2 has a missing or non-numeric"):
+        combine(info, tmp_path / "s.csv", mask=bad, gender=g, age=a)
+    with pytest.raises(DataError, match="missing prediction file"):
+        combine(info, tmp_path / "s.csv", mask=bad)
+    assert main(["combine", "--mask", str(bad), "--info", str(info), "--out", "x.csv"]) == 2
+
+
+def write_sub(path: Path, ans: list[int], ids: list[str] = IDS) -> Path:
+    pd.DataFrame({"ImageID": ids, "ans": ans}).to_csv(path, index=False)
+    return path
+
+
+def test_vote_per_task_and_per_class_with_deterministic_ties(tmp_path: Path):
+    # three files; row 0: classes 0, 0, 17 -> 0 either way
+    # row 1: 3 (m0 g1 a0), 4 (m0 g1 a1), 1 (m0 g0 a1): per task -> m0 g1 a1 = 4; per class tie -> 3
+    a = write_sub(tmp_path / "a.csv", [0, 3, 0, 0, 0])
+    b = write_sub(tmp_path / "b.csv", [0, 4, 0, 0, 0])
+    c = write_sub(tmp_path / "c.csv", [17, 1, 0, 0, 0])
+    by_task = vote([a, b, c], tmp_path / "t.csv")
+    assert by_task["ans"].tolist()[:2] == [0, 4]
+    by_class = vote([a, b, c], tmp_path / "k.csv", by="class")
+    assert by_class["ans"].tolist()[:2] == [0, 3]
+    assert vote([b, a, c], tmp_path / "k2.csv", by="class")["ans"].tolist()[1] == 4
+    assert main(["vote", str(a), str(b), str(c), "--out", str(tmp_path / "v.csv")]) == 0
+
+
+def test_vote_refuses_mismatched_or_bad_files(tmp_path: Path):
+    a = write_sub(tmp_path / "a.csv", [0] * 5)
+    short = write_sub(tmp_path / "s.csv", [0] * 4, IDS[:4])
+    wrong = write_sub(tmp_path / "w.csv", [0, 0, 18, 0, 0])
+    with pytest.raises(DataError, match="have no prediction"):
+        vote([a, short], tmp_path / "o.csv")
+    with pytest.raises(DataError, match="ans '18', expected 0..17"):
+        vote([a, wrong], tmp_path / "o.csv")
+    with pytest.raises(DataError, match="at least two"):
+        vote([a], tmp_path / "o.csv")
+
+
+def test_evaluate_matches_sklearn(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    ids = [f"{i:040x}.jpg" for i in range(400)]
+    truth = rng.integers(0, 18, 400)
+    truth[truth == 8] = 9  # one class absent from the truth ...
+    pred = np.where(rng.random(400) < 0.6, truth, rng.integers(0, 18, 400))
+    pred[pred == 14] = 13  # ... and one from the predictions
+    t = write_sub(tmp_path / "t.csv", truth.tolist(), ids)
+    p = write_sub(tmp_path / "p.csv", pred.tolist(), ids)
+    r = evaluate(p, t, tmp_path / "ev")
+    want = f1_score(truth, pred, average="macro", labels=range(18), zero_division=0)
+    assert r["macro_f1"] == pytest.approx(want)
+    assert r["accuracy"] == pytest.approx((truth == pred).mean())
+    assert r["mask_macro_f1"] == pytest.approx(
+        f1_score(truth // 6, pred // 6, average="macro", labels=range(3), zero_division=0)
+    )
+    saved = json.loads((tmp_path / "ev" / "evaluation.json").read_text())
+    assert np.array(saved["confusion"]).sum() == 400
+    assert (tmp_path / "ev" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["evaluate", "--pred", str(p), "--truth", str(t)]) == 0

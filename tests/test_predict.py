@@ -1,0 +1,91 @@
+"""predict -> combine -> evaluate on a tiny synthetic set, end to end through the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fastmask import cli
+from fastmask.errors import FastmaskError
+from fastmask.predict import find_checkpoints, predict
+from fastmask.synth import write_synthetic
+
+TINY = [
+    "--model", "resnet18", "--no-pretrained", "--image-size", "48", "--batch-size", "16",
+    "--lr", "1e-3", "--threads", "2", "--prefetch", "2", "--torch-threads", "1",
+    "--epochs", "1", "--max-steps", "4",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("e2e")
+    data = root / "DATA"
+    write_synthetic(data, people=30, eval_people=4, seed=3, workers=2)
+    out = {"data": data}
+    for task in ("mask", "gender", "age", "multi"):
+        run = root / "runs" / task
+        assert cli.main(["train", task, "--data", str(data), "--out", str(run), *TINY]) == 0
+        out[task] = run
+    return out
+
+
+def test_predict_columns_order_and_probabilities(runs, tmp_path: Path):
+    out = tmp_path / "mask.csv"
+    frame = predict([runs["mask"]], runs["data"], out, threads=2)
+    info = pd.read_csv(runs["data"] / "eval" / "info.csv")
+    saved = pd.read_csv(out)
+    assert saved["ImageID"].tolist() == info["ImageID"].tolist()
+    assert list(saved.columns) == ["ImageID", "p0", "p1", "p2"]
+    np.testing.assert_allclose(saved[["p0", "p1", "p2"]].sum(axis=1), 1.0, atol=1e-4)
+    assert len(frame) == len(info) == 28
+
+
+def test_tta_and_soft_vote_average(runs, tmp_path: Path):
+    one = predict([runs["gender"]], runs["data"], tmp_path / "a.csv", threads=2)
+    tta = predict([runs["gender"]], runs["data"], tmp_path / "b.csv", tta=True, threads=2)
+    both = predict([runs["gender"], runs["gender"] / "last.pt"], runs["data"],
+                   tmp_path / "c.csv", threads=2)  # fmt: skip
+    assert not np.allclose(one[["p0", "p1"]], tta[["p0", "p1"]])
+    last = predict([runs["gender"] / "last.pt"], runs["data"], tmp_path / "d.csv", threads=2)
+    np.testing.assert_allclose(
+        both[["p0", "p1"]], (one[["p0", "p1"]] + last[["p0", "p1"]]) / 2, atol=1e-5
+    )
+
+
+def test_mixing_tasks_is_refused(runs, tmp_path: Path):
+    with pytest.raises(FastmaskError, match="average checkpoints of one task"):
+        predict([runs["mask"], runs["age"]], runs["data"], tmp_path / "x.csv", threads=2)
+    with pytest.raises(FastmaskError, match="not a checkpoint"):
+        find_checkpoints([tmp_path])
+
+
+def test_whole_job_through_the_cli(runs, tmp_path: Path, capsys):
+    data = runs["data"]
+    preds = {}
+    for task in ("mask", "gender", "age", "multi"):
+        preds[task] = tmp_path / f"{task}.csv"
+        args = ["predict", str(runs[task]), "--data", str(data / "eval"), "--out", str(preds[task])]
+        assert cli.main([*args, "--threads", "2"]) == 0
+    assert "images/s" in capsys.readouterr().out
+    multi = pd.read_csv(preds["multi"])
+    heads = (("mask", 3), ("gender", 2), ("age", 3))
+    assert list(multi.columns)[1:] == [f"{t}_p{j}" for t, k in heads for j in range(k)]
+    info = str(data / "eval" / "info.csv")
+    sub = tmp_path / "submission.csv"
+    by_task = [f"--{t}={preds[t]}" for t in ("mask", "gender", "age")]
+    assert cli.main(["combine", *by_task, "--info", info, "--out", str(sub)]) == 0
+    sub_multi = tmp_path / "submission_multi.csv"
+    assert cli.main(["combine", "--multi", str(preds["multi"]), "--info", info,
+                     "--out", str(sub_multi)]) == 0  # fmt: skip
+    voted = tmp_path / "voted.csv"
+    assert cli.main(["vote", str(sub), str(sub_multi), str(sub), "--out", str(voted)]) == 0
+    assert pd.read_csv(voted)["ans"].tolist() == pd.read_csv(sub)["ans"].tolist()
+    truth = str(data / "eval" / "truth.csv")
+    assert cli.main(["evaluate", "--pred", str(sub), "--truth", truth,
+                     "--out", str(tmp_path / "ev")]) == 0  # fmt: skip
+    assert "macro F1" in capsys.readouterr().out
+    assert (tmp_path / "ev" / "confusion.png").exists()
