@@ -11,13 +11,20 @@ import importlib
 import logging
 import sys
 
-from fastmask import __version__
+from fastmask import DecodeError, __version__
 from fastmask.errors import FastmaskError
 
 # Order here is the order in `--help`; a module is listed once its command works.
 COMMAND_MODULES = [
     "fastmask.synth",
     "fastmask.eda",
+    "fastmask.bench",
+    "fastmask.train",
+    "fastmask.report",
+    "fastmask.predict",
+    "fastmask.combine",
+    "fastmask.evaluate",
+    "fastmask.export",
 ]
 
 
@@ -46,6 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except FastmaskError as err:
+    except (FastmaskError, DecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,206 @@
+"""export (TorchScript, ONNX) round trips and classify, on tiny runs trained once per module."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fastmask import _native, cli
+from fastmask.data import AGE_NAMES, GENDER_NAMES, MASK_NAMES, TASKS, encode_class, read_eval
+from fastmask.errors import FastmaskError
+from fastmask.export import (
+    EVAL_CROP,
+    METADATA_KEY,
+    classify,
+    export_model,
+    load_exported,
+    read_metadata,
+    sidecar_path,
+)
+from fastmask.loader import PRESETS, REFERENCE_MEAN, REFERENCE_STD
+from fastmask.predict import load_model, predict_probabilities
+from fastmask.synth import write_synthetic
+
+TINY = [
+    "--model", "resnet18", "--no-pretrained", "--image-size", "48", "--batch-size", "16",
+    "--lr", "1e-3", "--threads", "2", "--prefetch", "2", "--torch-threads", "1",
+    "--epochs", "1", "--max-steps", "2",
+]  # fmt: skip
+CPU = torch.device("cpu")
+# TorchScript is the format under test; torch's deprecation notice for it is noise here.
+pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit:FutureWarning")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("serve")
+    data = root / "DATA"
+    write_synthetic(data, people=12, eval_people=2, seed=3, workers=2)
+    out = {"data": data}
+    for task in ("mask", "gender", "age", "multi"):
+        run = root / "runs" / task
+        assert cli.main(["train", task, "--data", str(data), "--out", str(run), *TINY]) == 0
+        out[task] = run
+    return out
+
+
+@pytest.fixture(scope="module")
+def images(runs) -> list[str]:
+    # info.csv's rows: the images folder also holds junk files like ._x.jpg.
+    return read_eval(runs["data"])["path"].astype(str).tolist()[:6]
+
+
+@pytest.fixture(scope="module")
+def exported(runs, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("exported")
+    out = {
+        "multi_ts": export_model(runs["multi"], "torchscript", root / "multi.ts"),
+        "multi_onnx": export_model(runs["multi"], "onnx", root / "multi.onnx"),
+        "mask_onnx": export_model(runs["mask"], "onnx", root / "mask.onnx"),
+    }
+    # Through the CLI, to the default place beside the checkpoint.
+    assert cli.main(["export", str(runs["gender"]), "--format", "torchscript"]) == 0
+    out["gender_ts"] = runs["gender"] / "best.ts"
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "task"),
+    [
+        ("multi_ts", "multi"),
+        ("multi_onnx", "multi"),
+        ("mask_onnx", "mask"),
+        ("gender_ts", "gender"),
+    ],
+)
+def test_exported_model_matches_checkpoint(runs, exported, images, name: str, task: str):
+    reference = predict_probabilities(
+        load_model(runs[task] / "best.pt", CPU), images, device=CPU, threads=2
+    )
+    loaded = load_exported(exported[name], CPU)
+    assert loaded.task == task
+    got = predict_probabilities(loaded, images, device=CPU, threads=2)
+    assert set(got) == set(reference)
+    for head, p in reference.items():
+        np.testing.assert_array_equal(got[head].argmax(1), p.argmax(1))
+        np.testing.assert_allclose(got[head], p, atol=1e-4)
+
+
+def test_sidecar_and_embedded_metadata(runs, exported):
+    meta = read_metadata(exported["multi_ts"])
+    checkpoint = torch.load(runs["multi"] / "best.pt", map_location="cpu", weights_only=True)
+    assert meta["format_version"] == 1
+    assert (meta["task"], meta["model_format"]) == ("multi", "torchscript")
+    assert meta["model"] == "resnet18"
+    assert meta["image_size"] == [48, 48]
+    assert meta["augment"] == checkpoint["config"]["augment"] == "light"
+    assert meta["crop"] == EVAL_CROP
+    assert meta["mean"] == list(REFERENCE_MEAN) and meta["std"] == list(REFERENCE_STD)
+    assert meta["outputs"] == ["mask", "gender", "age"]
+    assert meta["label_maps"] == {
+        "mask": list(MASK_NAMES), "gender": list(GENDER_NAMES), "age": list(AGE_NAMES)
+    }  # fmt: skip
+    assert meta["source"]["checkpoint"] == str((runs["multi"] / "best.pt").resolve())
+    assert meta["source"]["config"] == json.loads(json.dumps(checkpoint["config"]))
+    extra = {METADATA_KEY: ""}
+    torch.jit.load(str(exported["multi_ts"]), _extra_files=extra)
+    assert json.loads(extra[METADATA_KEY]) == meta
+
+    import onnx
+
+    proto = onnx.load(str(exported["mask_onnx"]))
+    embedded = {p.key: p.value for p in proto.metadata_props}[METADATA_KEY]
+    assert json.loads(embedded) == read_metadata(exported["mask_onnx"])
+    assert json.loads(embedded)["outputs"] == ["mask"]
+    assert [o.name for o in proto.graph.output] == ["mask"]
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_torchscript_returns_a_tuple_for_any_batch_size(exported):
+    module = torch.jit.load(str(exported["multi_ts"]))
+    for n in (1, 5):
+        out = module(torch.zeros(n, 3, 48, 48))
+        assert isinstance(out, tuple)
+        assert [tuple(o.shape) for o in out] == [(n, 3), (n, 2), (n, 3)]
+
+
+def test_eval_crop_in_metadata_is_the_native_one():
+    image = np.random.default_rng(0).integers(0, 256, (64, 40, 3), dtype=np.uint8)
+    knobs = {k: tuple(v) if isinstance(v, list) else v for k, v in EVAL_CROP.items()}
+    explicit = _native.augment_image(image, (24, 24), preset="none", knobs=knobs)
+    for preset in PRESETS:
+        np.testing.assert_array_equal(
+            _native.augment_image(image, (24, 24), preset=preset), explicit
+        )
+    whole = _native.augment_image(image, (24, 24), knobs={"center_crop": (1.0, 1.0)})
+    assert not np.array_equal(whole, explicit)  # the comparison can tell crops apart
+
+
+def test_classify_one_multi_model_json(exported, images, capsys):
+    args = ["classify", *images, "--model", str(exported["multi_onnx"]), "--json"]
+    assert cli.main([*args, "--threads", "2"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [r["path"] for r in records] == images
+    for r in records:
+        picks = {h: list(r["probabilities"][h]).index(r[h]) for h in TASKS}
+        assert r["class"] == encode_class(picks["mask"], picks["gender"], picks["age"])
+        for h in TASKS:
+            probs = r["probabilities"][h]
+            assert r[h] == max(probs, key=probs.get)
+            assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+            assert r["confidence"][h] == probs[r[h]]
+
+
+def test_classify_three_task_models_in_any_order(runs, exported, images, capsys):
+    models = [str(runs["age"]), str(exported["mask_onnx"]), str(exported["gender_ts"])]
+    assert cli.main(["classify", *images, "--model", *models, "--threads", "2", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    names = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
+    for task in TASKS:
+        probs = predict_probabilities(load_model(runs[task] / "best.pt", CPU), images, device=CPU)
+        assert [r[task] for r in records] == [names[task][k] for k in probs[task].argmax(1)]
+    assert cli.main(["classify", *images[:2], "--model", *models[::-1], "--threads", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in lines] == images[:2]
+    assert all(" mask " in line and " age " in line for line in lines)
+
+
+def test_classify_refuses_incomplete_or_duplicate_model_sets(runs, exported, images):
+    with pytest.raises(FastmaskError, match="two age models"):
+        classify(images, [runs["age"], exported["mask_onnx"], runs["age"]], threads=2)
+    with pytest.raises(FastmaskError, match="no gender model"):
+        classify(images, [runs["age"], exported["mask_onnx"]], threads=2)
+    with pytest.raises(FastmaskError, match="pass it alone"):
+        classify(images, [exported["multi_ts"], runs["age"]], threads=2)
+
+
+def test_classify_corrupt_image_is_a_clean_error(exported, images, tmp_path: Path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    args = ["classify", images[0], str(bad), "--model", str(exported["multi_ts"])]
+    assert cli.main([*args, "--threads", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "broken.jpg" in err
+
+
+def test_export_refusals(runs, exported, monkeypatch, tmp_path: Path):
+    with pytest.raises(FastmaskError, match="checkpoint itself"):
+        export_model(runs["mask"], "torchscript", runs["mask"] / "best.pt")
+    stale = tmp_path / "old.onnx"
+    stale.write_bytes(exported["mask_onnx"].read_bytes())
+    meta = read_metadata(exported["mask_onnx"])
+    sidecar_path(stale).write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(FastmaskError, match="export format 99"):
+        load_exported(stale, CPU)
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a)
+    )
+    with pytest.raises(FastmaskError, match=r"pip install 'fastmask\[onnx\]'"):
+        export_model(runs["mask"], "onnx", tmp_path / "x.onnx")
