@@ -242,12 +242,15 @@ fn be16(bytes: &[u8], at: usize) -> Option<usize> {
 
 /// Walk the JPEG marker segments. With `to_end`, also skip every entropy-coded segment and
 /// require the EOI marker: a file cut short anywhere fails here instead of decoding to grey.
+/// The header facts (frame size, EXIF orientation) come only from the segments before the
+/// first SOS, as PIL reads them, so `to_end` and the header-only walk always agree.
 fn scan_jpeg(bytes: &[u8], to_end: bool) -> Result<JpegHeader> {
     let trunc = || Error::Image("truncated JPEG (no end-of-image marker)".into());
     let mut sof: Option<(usize, usize, u8)> = None;
     let mut orientation: Option<u8> = None;
     let mut pos = 2;
     let mut seen_eoi = false;
+    let mut seen_sos = false;
     // Stray bytes and 0xFF fill before a marker are skipped, as libjpeg does.
     'walk: while let Some(ff) = find_ff(bytes, pos) {
         pos = ff;
@@ -275,13 +278,13 @@ fn scan_jpeg(bytes: &[u8], to_end: bool) -> Result<JpegHeader> {
         let seg = bytes.get(pos + 2..end).ok_or_else(trunc)?;
         match marker {
             // SOFn; C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not frames.
-            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) && sof.is_none() => {
+            0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) && sof.is_none() && !seen_sos => {
                 let (Some(h), Some(w), Some(&nc)) = (be16(seg, 1), be16(seg, 3), seg.get(5)) else {
                     return Err(Error::Image("corrupt JPEG: short frame header".into()));
                 };
                 sof = Some((w, h, nc));
             }
-            0xE1 if orientation.is_none() => {
+            0xE1 if orientation.is_none() && !seen_sos => {
                 if let Some(tiff) = seg.strip_prefix(b"Exif\0\0") {
                     orientation = exif_orientation(tiff);
                 }
@@ -290,6 +293,7 @@ fn scan_jpeg(bytes: &[u8], to_end: bool) -> Result<JpegHeader> {
                 if !to_end {
                     break 'walk;
                 }
+                seen_sos = true;
                 // Entropy-coded data runs to the next marker that is not RSTn or a stuffed 0.
                 let mut p = end;
                 loop {
@@ -888,6 +892,43 @@ mod tests {
         let e = decode_image(&png, &DecodeOptions::default()).unwrap_err();
         assert!(e.to_string().contains("zero dimension"), "{e}");
         assert!(Image::from_rgb(2, 2, vec![0; 11]).is_err());
+    }
+
+    /// Found by `cargo fuzz run decode`: an EXIF APP1 segment after the first scan (here
+    /// just before EOI) was applied by `decode_image` (whose walk goes to the end) but not by
+    /// `read_dimensions` (which stops at the first SOS), so the two disagreed on the size.
+    /// PIL reads header segments only up to the first SOS; so do both walks now.
+    #[test]
+    fn exif_after_first_scan_is_ignored_by_both_walks() {
+        let le6 = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0\x06\0\0\0\0\0\0\0";
+        let mut app1 = vec![0xFF, 0xE1, 0, (2 + 6 + le6.len()) as u8];
+        app1.extend_from_slice(b"Exif\0\0");
+        app1.extend_from_slice(le6);
+        let plain = read("jpeg_420.jpg");
+        let mut late = plain[..plain.len() - 2].to_vec();
+        late.extend_from_slice(&app1);
+        late.extend_from_slice(&[0xFF, 0xD9]);
+        assert_eq!(read_info(&late).unwrap().orientation, 1);
+        let img = decode_image(&late, &DecodeOptions::default()).unwrap();
+        assert_eq!((img.width, img.height), (48, 64));
+        assert_eq!(read_dimensions(&late, true).unwrap(), (48, 64));
+        assert_eq!(img, decode_image(&plain, &DecodeOptions::default()).unwrap());
+        // The same segment before the scan still rotates, in both walks.
+        let mut early = plain[..2].to_vec();
+        early.extend_from_slice(&app1);
+        early.extend_from_slice(&plain[2..]);
+        assert_eq!(read_dimensions(&early, true).unwrap(), (64, 48));
+        let img = decode_image(&early, &DecodeOptions::default()).unwrap();
+        assert_eq!((img.width, img.height), (64, 48));
+        // A frame header after the first scan does not count either: both walks refuse.
+        let sof = plain.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        let len = usize::from(u16::from_be_bytes([plain[sof + 2], plain[sof + 3]]));
+        let mut moved = plain[..sof].to_vec();
+        moved.extend_from_slice(&plain[sof + 2 + len..plain.len() - 2]);
+        moved.extend_from_slice(&plain[sof..sof + 2 + len]);
+        moved.extend_from_slice(&[0xFF, 0xD9]);
+        assert!(read_info(&moved).is_err());
+        assert!(decode_image(&moved, &DecodeOptions::default()).is_err());
     }
 
     /// Truncations at 200 random points and 200 random byte flips: Ok or Err, never a panic.
