@@ -251,6 +251,8 @@ fn scan_jpeg(bytes: &[u8], to_end: bool) -> Result<JpegHeader> {
     let mut pos = 2;
     let mut seen_eoi = false;
     let mut seen_sos = false;
+    // Only the first EXIF block counts, as in PIL, even when it holds no orientation.
+    let mut seen_exif = false;
     // Stray bytes and 0xFF fill before a marker are skipped, as libjpeg does.
     'walk: while let Some(ff) = find_ff(bytes, pos) {
         pos = ff;
@@ -284,8 +286,9 @@ fn scan_jpeg(bytes: &[u8], to_end: bool) -> Result<JpegHeader> {
                 };
                 sof = Some((w, h, nc));
             }
-            0xE1 if orientation.is_none() && !seen_sos => {
+            0xE1 if !seen_exif && !seen_sos => {
                 if let Some(tiff) = seg.strip_prefix(b"Exif\0\0") {
+                    seen_exif = true;
                     orientation = exif_orientation(tiff);
                 }
             }
@@ -929,6 +932,36 @@ mod tests {
         moved.extend_from_slice(&[0xFF, 0xD9]);
         assert!(read_info(&moved).is_err());
         assert!(decode_image(&moved, &DecodeOptions::default()).is_err());
+    }
+
+    /// Seen while checking the fuzz finding above against PIL: with two EXIF blocks PIL uses
+    /// the first even when it has no orientation tag; the walk used the first readable one.
+    #[test]
+    fn only_the_first_exif_block_counts() {
+        let app1 = |tiff: &[u8]| {
+            let mut seg = vec![0xFF, 0xE1, 0, (2 + 6 + tiff.len()) as u8];
+            seg.extend_from_slice(b"Exif\0\0");
+            seg.extend_from_slice(tiff);
+            seg
+        };
+        let le6 = b"II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0\x06\0\0\0\0\0\0\0";
+        // The same IFD with tag 0x010F (Make) where the orientation tag was.
+        let mut no_orientation = le6.to_vec();
+        no_orientation[10] = 0x0F;
+        let plain = read("jpeg_420.jpg");
+        let mut two = plain[..2].to_vec();
+        two.extend(app1(&no_orientation));
+        two.extend(app1(le6));
+        two.extend_from_slice(&plain[2..]);
+        assert_eq!(read_info(&two).unwrap().orientation, 1);
+        let img = decode_image(&two, &DecodeOptions::default()).unwrap();
+        assert_eq!((img.width, img.height), (48, 64));
+        // Swapped, the first block rotates.
+        let mut swapped = plain[..2].to_vec();
+        swapped.extend(app1(le6));
+        swapped.extend(app1(&no_orientation));
+        swapped.extend_from_slice(&plain[2..]);
+        assert_eq!(read_info(&swapped).unwrap().orientation, 6);
     }
 
     /// Truncations at 200 random points and 200 random byte flips: Ok or Err, never a panic.
