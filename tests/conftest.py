@@ -12,6 +12,14 @@ from PIL import Image
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 
+# Tiny training flags: resnet18 from random weights on 48-pixel images, one torch thread (two
+# OpenMP threads spin badly when the loader or anything else shares 2 cores).
+TINY_TRAIN = [
+    "--model", "resnet18", "--no-pretrained", "--image-size", "48", "--batch-size", "16",
+    "--lr", "1e-3", "--threads", "2", "--prefetch", "2", "--torch-threads", "1",
+    "--epochs", "1", "--max-steps", "3",
+]  # fmt: skip
+
 STEMS = ["mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal"]
 
 
@@ -78,3 +86,20 @@ def quirky_data(tmp_path: Path) -> Path:
     (ev / "._junk.jpg").write_bytes(b"junk")
     (data / "eval" / "info.csv").write_text("ImageID,ans\n" + "".join(f"{i}.jpg,0\n" for i in ids))
     return data
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A synthetic DATA/ (30 people, 4 eval people) and one tiny run per task, trained once."""
+    from fastmask import cli
+    from fastmask.synth import write_synthetic
+
+    root = tmp_path_factory.mktemp("tiny_runs")
+    data = root / "DATA"
+    write_synthetic(data, people=30, eval_people=4, seed=3, workers=2)
+    out = {"data": data}
+    for task in ("mask", "gender", "age", "multi"):
+        run = root / "runs" / task
+        assert cli.main(["train", task, "--data", str(data), "--out", str(run), *TINY_TRAIN]) == 0
+        out[task] = run
+    return out

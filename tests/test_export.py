@@ -23,29 +23,15 @@ from fastmask.export import (
 )
 from fastmask.loader import PRESETS, REFERENCE_MEAN, REFERENCE_STD
 from fastmask.predict import load_model, predict_probabilities
-from fastmask.synth import write_synthetic
 
-TINY = [
-    "--model", "resnet18", "--no-pretrained", "--image-size", "48", "--batch-size", "16",
-    "--lr", "1e-3", "--threads", "2", "--prefetch", "2", "--torch-threads", "1",
-    "--epochs", "1", "--max-steps", "2",
-]  # fmt: skip
 CPU = torch.device("cpu")
 # TorchScript is the format under test; torch's deprecation notice for it is noise here.
 pytestmark = pytest.mark.filterwarnings(r"ignore:.*torch\.jit:FutureWarning")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("serve")
-    data = root / "DATA"
-    write_synthetic(data, people=12, eval_people=2, seed=3, workers=2)
-    out = {"data": data}
-    for task in ("mask", "gender", "age", "multi"):
-        run = root / "runs" / task
-        assert cli.main(["train", task, "--data", str(data), "--out", str(run), *TINY]) == 0
-        out[task] = run
-    return out
+def runs(tiny_runs: dict[str, Path]) -> dict[str, Path]:
+    return tiny_runs
 
 
 @pytest.fixture(scope="module")

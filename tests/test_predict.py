@@ -11,26 +11,11 @@ import pytest
 from fastmask import cli
 from fastmask.errors import FastmaskError
 from fastmask.predict import find_checkpoints, predict
-from fastmask.synth import write_synthetic
-
-TINY = [
-    "--model", "resnet18", "--no-pretrained", "--image-size", "48", "--batch-size", "16",
-    "--lr", "1e-3", "--threads", "2", "--prefetch", "2", "--torch-threads", "1",
-    "--epochs", "1", "--max-steps", "4",
-]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("e2e")
-    data = root / "DATA"
-    write_synthetic(data, people=30, eval_people=4, seed=3, workers=2)
-    out = {"data": data}
-    for task in ("mask", "gender", "age", "multi"):
-        run = root / "runs" / task
-        assert cli.main(["train", task, "--data", str(data), "--out", str(run), *TINY]) == 0
-        out[task] = run
-    return out
+def runs(tiny_runs: dict[str, Path]) -> dict[str, Path]:
+    return tiny_runs
 
 
 def test_predict_columns_order_and_probabilities(runs, tmp_path: Path):

@@ -259,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_results(results))
     if args.json:
-        from fastmask.plots import write_text_atomic
+        from fastmask.files import write_text_atomic
 
         write_text_atomic(Path(args.json), json.dumps(results, indent=2, default=float))
     return 0

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,23 +21,9 @@ import pandas as pd
 
 from fastmask.data import INFO_CSV_COLUMNS, NUM_CLASSES, TASKS, decode_classes, read_csv_checked
 from fastmask.errors import DataError
+from fastmask.files import write_csv_atomic
 
 log = logging.getLogger(__name__)
-
-
-def write_csv_atomic(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write a CSV to a temp file beside `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            frame.to_csv(f, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def read_info_ids(info: str | Path) -> list[str]:

@@ -34,7 +34,8 @@ import numpy as np
 import pandas as pd
 
 from fastmask import data as D
-from fastmask.plots import DPI, pyplot, save_figure, write_text_atomic
+from fastmask.files import write_text_atomic
+from fastmask.plots import DPI, pyplot, save_figure
 
 log = logging.getLogger(__name__)
 

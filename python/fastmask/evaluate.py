@@ -47,7 +47,7 @@ def evaluate(pred: str | Path, truth: str | Path, out: str | Path | None = None)
     p = pred_table.set_index("ImageID").loc[ids, "ans"].to_numpy()
     result = score(p, truth_table["ans"].to_numpy())
     if out is not None:
-        from fastmask.plots import write_text_atomic
+        from fastmask.files import write_text_atomic
         from fastmask.report import plot_confusion
 
         out = Path(out)

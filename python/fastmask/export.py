@@ -36,6 +36,7 @@ import numpy as np
 
 from fastmask.data import AGE_NAMES, GENDER_NAMES, MASK_NAMES, TASKS, class_names, encode_class
 from fastmask.errors import FastmaskError
+from fastmask.files import write_bytes_atomic
 from fastmask.predict import LoadedModel, find_checkpoints, load_model, predict_probabilities
 
 if TYPE_CHECKING:
@@ -79,17 +80,6 @@ def _quiet_torch_deprecations() -> Iterator[None]:
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*(ONNX|onnx)")
         yield
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A plain open (not mkstemp) so the file gets the umask's mode, like any other output.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -257,8 +247,8 @@ def export_model(
     else:
         data = _onnx_bytes(module, example, heads, meta_json)
     _verify(module, data, fmt, heads, h, w)
-    _write_atomic(path, data)
-    _write_atomic(sidecar_path(path), meta_json.encode())
+    write_bytes_atomic(path, data)
+    write_bytes_atomic(sidecar_path(path), meta_json.encode())
     log.info("exported %s (%s, %s) to %s", checkpoint, loaded.task, fmt, path)
     return path
 

@@ -5,9 +5,10 @@ matplotlib is imported lazily inside these functions so `python -m fastmask --he
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from fastmask.files import write_with
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,25 +30,7 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     """Write `fig` as a PNG through a temp name and os.replace, then close it."""
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, path)
+        return write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
     finally:
         plt.close(fig)
-        # Only left behind when savefig failed; never leave half-written files around.
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write text through a temp name and os.replace, so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

@@ -150,7 +150,7 @@ def predict(
     """Average the probabilities of every checkpoint in `sources` over eval/info.csv rows."""
     import torch
 
-    from fastmask.combine import write_csv_atomic
+    from fastmask.files import write_csv_atomic
 
     dev = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device

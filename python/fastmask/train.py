@@ -810,7 +810,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    from fastmask.plots import write_text_atomic
+    from fastmask.files import write_text_atomic
 
     write_text_atomic(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
@@ -843,7 +843,7 @@ def write_metrics(path: Path, history: list[dict[str, Any]], task: str) -> None:
     """Rewrite metrics.csv from the history (kept in the checkpoint, so resume never duplicates)."""
     import io
 
-    from fastmask.plots import write_text_atomic
+    from fastmask.files import write_text_atomic
 
     columns = METRIC_COLUMNS + ([f"val_f1_{t}" for t in TASKS] if task == "multi" else [])
     buf = io.StringIO()
@@ -886,7 +886,7 @@ def write_predictions(path: Path, val: pd.DataFrame, result: Evaluation, task: s
             table[f"{t}_pred"] = p.argmax(axis=1)
         for k in range(p.shape[1]):
             table[f"{prefix}{k}"] = np.round(p[:, k], 6)
-    from fastmask.plots import write_text_atomic
+    from fastmask.files import write_text_atomic
 
     write_text_atomic(path, table.to_csv(index=False))
 

@@ -1,0 +1,47 @@
+"""Atomic output: every file fastmask writes goes to a temp name beside it, then os.replace,
+so a reader (or a crash) never sees half a file and an old result is never lost to a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success it replaces `path`, on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A plain name (not mkstemp) so the file gets the umask's mode, like any other output.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_with(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call `write(temp_path)`, then move the result into place."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    return write_with(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    return write_with(path, lambda tmp: tmp.write_text(text))
+
+
+def write_csv_atomic(frame: pd.DataFrame, path: str | Path) -> Path:
+    return write_with(path, lambda tmp: frame.to_csv(tmp, index=False))
