@@ -27,11 +27,31 @@ build: venv
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
 		$(VENV)/bin/maturin develop --release --uv -q
 
+# The whole job on synthetic data, small enough for 2 CPU cores in a few minutes:
+# synth -> eda -> train mask, gender, age -> predict -> combine -> evaluate.
+DEMO_EPOCHS ?= 4
+DEMO_TRAIN = --model resnet18 --no-pretrained --image-size 96 --batch-size 32 --lr 1e-3 \
+	--warmup-epochs 0.5 --epochs $(DEMO_EPOCHS) --threads 1 --torch-threads 1 --wandb disabled
 demo: build
 	rm -rf $(DEMO_DIR)
-	$(PY) -m fastmask synth --out $(DEMO_DIR)/data --people 120 --eval-people 40 --seed 0
+	$(PY) -m fastmask synth --out $(DEMO_DIR)/data --people 160 --eval-people 40 --seed 0
 	$(PY) -m fastmask eda $(DEMO_DIR)/data --out $(DEMO_DIR)/eda
-	@echo "demo: data in $(DEMO_DIR)/data, EDA plots and summary.json in $(DEMO_DIR)/eda"
+	for task in mask gender age; do \
+		$(PY) -m fastmask train $$task --data $(DEMO_DIR)/data --out $(DEMO_DIR)/runs/$$task \
+			$(DEMO_TRAIN) || exit 1; \
+		$(PY) -m fastmask predict $(DEMO_DIR)/runs/$$task --data $(DEMO_DIR)/data/eval \
+			--out $(DEMO_DIR)/pred/$$task.csv --tta || exit 1; \
+	done
+	$(PY) -m fastmask report $(DEMO_DIR)/runs/mask $(DEMO_DIR)/runs/gender $(DEMO_DIR)/runs/age \
+		--out $(DEMO_DIR)/report
+	$(PY) -m fastmask combine --mask $(DEMO_DIR)/pred/mask.csv --gender $(DEMO_DIR)/pred/gender.csv \
+		--age $(DEMO_DIR)/pred/age.csv --info $(DEMO_DIR)/data/eval/info.csv \
+		--out $(DEMO_DIR)/submission.csv
+	$(PY) -m fastmask evaluate --pred $(DEMO_DIR)/submission.csv \
+		--truth $(DEMO_DIR)/data/eval/truth.csv --out $(DEMO_DIR)/evaluation
+	@echo
+	@echo "demo done: submission $(DEMO_DIR)/submission.csv; plots in $(DEMO_DIR)/eda,"
+	@echo "$(DEMO_DIR)/report and $(DEMO_DIR)/evaluation; runs in $(DEMO_DIR)/runs"
 
 lint: venv
 	$(VENV)/bin/ruff check python tests benches
