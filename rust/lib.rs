@@ -123,6 +123,8 @@ fn augment_from_dict(preset: &str, knobs: Option<&Bound<'_, PyDict>>) -> PyResul
                 "erase_p" => cfg.erase_p = f()?,
                 "erase_scale" => cfg.erase_scale = pair()?,
                 "erase_ratio" => cfg.erase_ratio = pair()?,
+                "mask_aug_p" => cfg.mask_aug_p = f()?,
+                "mask_aug_strength" => cfg.mask_aug_strength = f()?,
                 other => return Err(Error::Invalid(format!("unknown augment knob {other:?}")).into()),
             }
         }

@@ -69,6 +69,9 @@ class AugmentConfig:
     erase_p: float | None = None
     erase_scale: tuple[float, float] | None = None
     erase_ratio: tuple[float, float] | None = None
+    # Mask-appearance augmentation (hue, colour and pattern of the mask; see rust/augment.rs).
+    mask_aug_p: float | None = None
+    mask_aug_strength: float | None = None
 
     def knobs(self) -> dict[str, Any]:
         return {
