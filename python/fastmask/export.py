@@ -128,6 +128,13 @@ def export_metadata(loaded: LoadedModel, fmt: str, file_name: str) -> dict[str, 
         "image_size": [h, w],
         "augment": loaded.augment,
         "crop": dict(EVAL_CROP),
+        # A --crop face run was fed face boxes (faces.csv) grown by this margin per side; the
+        # centre crop above applies only to images without a box.
+        "face_crop": (
+            {"margin": loaded.config.get("face_margin", 0.3)}
+            if loaded.config.get("crop") == "face"
+            else None
+        ),
         "input": {
             "name": INPUT_NAME,
             "shape": ["batch", 3, h, w],

@@ -151,6 +151,7 @@ def predict(
     import torch
 
     from fastmask.files import write_csv_atomic
+    from fastmask.train import TrainConfig, face_crop_boxes
 
     dev = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
@@ -169,8 +170,16 @@ def predict(
                 "average checkpoints of one task per predict call"
             )
         task = loaded.task
+        # The run's own framing: its face boxes (eval rows of the same faces file) or centre.
+        boxes = face_crop_boxes(TrainConfig.from_json(loaded.config), paths, data)
         probs = predict_probabilities(
-            loaded, paths, device=dev, batch_size=batch_size, threads=threads, tta=tta
+            loaded,
+            paths,
+            device=dev,
+            batch_size=batch_size,
+            threads=threads,
+            tta=tta,
+            crop_boxes=boxes,
         )
         for h, p in probs.items():
             total[h] = total.get(h, 0) + p

@@ -66,6 +66,8 @@ DEFAULT_AUGMENT = {"mask": "mask", "gender": "gender", "age": "age", "multi": "l
 VAL_AGE_BOUNDS = DEFAULT_AGE_BOUNDS
 CHECKPOINT_VERSION = 1
 LABEL_NAMES = {"mask": MASK_NAMES, "gender": GENDER_NAMES, "age": AGE_NAMES}
+CROPS = ("center", "face")
+
 # Flags a resumed run may change: they do not alter what the finished epochs computed.
 RESUME_OVERRIDABLE = ("epochs", "extra_epochs", "patience", "threads", "device", "wandb")
 
@@ -123,6 +125,11 @@ class TrainConfig:
     device: str = "auto"
     wandb: str | None = None
     wandb_project: str = "fastmask"
+    # Framing of train and predict images: "center" crop, or the face box of `faces`
+    # (None = DATA/faces.csv) grown by `face_margin` of its size on each side.
+    crop: str = "center"
+    face_margin: float = 0.3
+    faces: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -185,6 +192,8 @@ def validate_config(c: TrainConfig) -> None:
         (c.threads >= 0 and c.torch_threads >= 0, "--threads and --torch-threads are >= 0"),
         (c.wandb in (None, "online", "offline", "disabled"), f"--wandb {c.wandb!r}"),
         (len(c.image_size) == 2, "--image-size takes one or two numbers (height width)"),
+        (c.crop in CROPS, f"--crop {c.crop!r}: expected one of {', '.join(CROPS)}"),
+        (c.face_margin >= 0, f"--face-margin must be >= 0, got {c.face_margin}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -360,6 +369,40 @@ def data_fingerprint(frame: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
+def faces_path(c: TrainConfig, data: str | Path | None = None) -> Path:
+    """The run's faces file: --faces, else faces.csv in DATA (`data` overrides the run's)."""
+    if c.faces:
+        return Path(c.faces)
+    root = Path(data if data is not None else c.data)
+    # predict may be given DATA/eval; the faces file sits beside the data index in DATA.
+    if (root / "info.csv").exists() and not (root / "faces.csv").exists():
+        root = root.parent
+    return root / "faces.csv"
+
+
+def face_crop_boxes(
+    c: TrainConfig, paths: list[str], data: str | Path | None = None
+) -> list[tuple[float, float, float, float] | None] | None:
+    """Per path the face box grown by the margin (None: centre crop); None for --crop center."""
+    if c.crop != "face":
+        return None
+    from fastmask.faces import expand_box, load_face_boxes
+
+    source = faces_path(c, data)
+    if not source.exists():
+        raise FastmaskError(
+            f"--crop face needs {source}: run `python -m fastmask faces {source.parent}` first"
+        )
+    boxes = load_face_boxes(source)
+    # Keys are written as data.build_index/read_eval spell paths; resolve to forgive ./ or /abs.
+    resolved = {os.path.realpath(k): b for k, b in boxes.items()}
+    found = [boxes.get(p, resolved.get(os.path.realpath(p))) for p in paths]
+    out = [None if b is None else expand_box(b, c.face_margin) for b in found]
+    log.info("face crop: %d of %d images have a face box in %s", sum(b is not None for b in out),
+             len(out), source)  # fmt: skip
+    return out
+
+
 def make_loader(
     c: TrainConfig, frame: pd.DataFrame, labels: np.ndarray, ctx: Context, *, train: bool
 ) -> Loader:
@@ -373,6 +416,7 @@ def make_loader(
         image_size=c.image_size,
         train=train,
         augment=c.augment,
+        crop_boxes=face_crop_boxes(c, frame["path"].tolist()),
         threads=c.threads or None,
         seed=c.seed,
         prefetch=c.prefetch,
@@ -1415,6 +1459,9 @@ def register(subparsers: Any) -> None:
     g.add_argument("--prefetch", type=int, help="batches decoded ahead (default 4)")
     g.add_argument("--cache", action="store_true", default=None, help="keep decoded images")
     g.add_argument("--augment", choices=("none", "light", "mask", "gender", "age"))
+    g.add_argument("--crop", choices=CROPS, help="center (default) or face: crop to face boxes")
+    g.add_argument("--face-margin", type=float, help="face box grown by this fraction (0.3)")
+    g.add_argument("--faces", metavar="FILE", help="face boxes CSV (default DATA/faces.csv)")
     g.add_argument("--oversample", choices=("none", "balanced"), help="balanced default for age")
     g.add_argument("--age-bounds", type=int, nargs=2, help="training age bands (default 30 60)")
     g.add_argument("--drop-ages", help="drop training ages, e.g. 27-29,57-59")

@@ -1,0 +1,131 @@
+"""Face crop in train and predict, and the mask-appearance augmentation.
+
+Run as a script to redraw docs/mask_augment.png from a synthetic set:
+    python -m fastmask synth --out /tmp/mask_aug --people 6 --eval-people 0 --seed 0
+    python tests/test_face_crop.py /tmp/mask_aug docs/mask_augment.png
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import TINY_TRAIN
+from fastmask import cli
+from fastmask._native import augment_image
+from fastmask.errors import FastmaskError
+
+MASK_AUG_ON = {"mask_aug_p": 1.0, "mask_aug_strength": 0.6}
+
+
+def render_mask_augment(src: Path, out: Path, size: int = 160, rows: int = 6) -> None:
+    """One row per person: the eval crop, then three mask-augmented draws of it."""
+    lines = []
+    for seed, path in enumerate(sorted(src.rglob("mask1.jpg"))[:rows]):
+        image = np.asarray(Image.open(path).convert("RGB"))
+        before = augment_image(image, (size, size), train=False)
+        after = [
+            augment_image(image, (size, size), train=True, seed=seed * 10 + k, knobs=MASK_AUG_ON)
+            for k in range(3)
+        ]
+        lines.append(np.concatenate([before, *after], axis=1))
+    Image.fromarray(np.concatenate(lines, axis=0)).save(out, optimize=True)
+
+
+@pytest.fixture(scope="module")
+def face_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic DATA/ with a hand-written faces.csv: a box for every other image."""
+    from fastmask.data import build_index, read_eval
+    from fastmask.synth import write_synthetic
+
+    data = tmp_path_factory.mktemp("faces") / "data"
+    write_synthetic(data, people=10, eval_people=2, seed=5, workers=2)
+    paths = build_index(data).frame["path"].tolist() + read_eval(data)["path"].tolist()
+    with open(data / "faces.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "x0", "y0", "x1", "y1", "score"])
+        for i, p in enumerate(paths):
+            w.writerow([p, 100, 120, 284, 330, 0.9] if i % 2 == 0 else [p, "", "", "", "", ""])
+    return data
+
+
+def test_train_and_predict_use_the_face_boxes(face_data: Path, tmp_path: Path, monkeypatch):
+    import fastmask.loader
+    from fastmask.data import read_eval
+
+    seen: list[Any] = []
+    real = fastmask.loader.Loader
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("crop_boxes"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fastmask.loader, "Loader", spy)
+    run = tmp_path / "run"
+    argv = ["train", "mask", "--data", str(face_data), "--out", str(run), *TINY_TRAIN]
+    assert cli.main([*argv, "--crop", "face", "--face-margin", "0.25"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["crop"], config["face_margin"], config["faces"]) == ("face", 0.25, None)
+    # Train and validation loaders got one box or None per image, some of each.
+    assert seen and all(b is not None and None in b and len(set(b)) == 2 for b in seen)
+    out = tmp_path / "pred.csv"
+    assert cli.main(["predict", str(run), "--data", str(face_data), "--out", str(out)]) == 0
+    boxes = seen[-1]
+    eval_paths = read_eval(face_data)["path"].tolist()
+    assert len(boxes) == len(eval_paths)
+    with open(face_data / "faces.csv") as f:
+        rows = {r["path"]: r for r in csv.DictReader(f)}
+    # 184 x 210 box grown by 0.25 of its size on each side; empty rows give the centre crop.
+    for path, box in zip(eval_paths, boxes, strict=True):
+        if rows[path]["x0"]:
+            assert box == pytest.approx((54.0, 67.5, 330.0, 382.5))
+        else:
+            assert box is None
+    assert any(b is None for b in boxes) and any(b is not None for b in boxes)
+
+
+def test_center_crop_is_the_default_and_old_configs_load(tmp_path: Path):
+    from fastmask.train import TrainConfig, face_crop_boxes
+
+    old = TrainConfig.from_json({"task": "mask", "data": str(tmp_path)})
+    assert (old.crop, old.face_margin, old.faces) == ("center", 0.3, None)
+    assert face_crop_boxes(old, ["a.jpg"]) is None
+
+
+def test_missing_faces_file_says_how_to_make_it(tmp_path: Path):
+    from fastmask.train import TrainConfig, face_crop_boxes
+
+    c = TrainConfig(task="mask", data=str(tmp_path), crop="face")
+    with pytest.raises(FastmaskError, match="faces.csv.*run `python -m fastmask faces "):
+        face_crop_boxes(c, ["a.jpg"])
+
+
+def test_mask_augment_is_off_by_default_and_stays_in_the_band(face_data: Path, tmp_path: Path):
+    path = sorted(face_data.rglob("mask1.jpg"))[0]
+    image = np.asarray(Image.open(path).convert("RGB"))
+    plain = augment_image(image, (64, 64), train=True, seed=1, preset="light")
+    off = augment_image(image, (64, 64), train=True, seed=1, preset="light", knobs={})
+    assert np.array_equal(plain, off)
+    base = augment_image(image, (64, 64), train=True, seed=1)
+    changed = [
+        augment_image(image, (64, 64), train=True, seed=s, knobs=MASK_AUG_ON) != base
+        for s in range(1, 6)
+    ]
+    rows, cols = np.nonzero(np.any(np.stack(changed), axis=(0, 3)))
+    assert rows.size > 0
+    # The band: rows 40%-92%, columns 15%-85% of the output.
+    assert rows.min() >= int(64 * 0.4) and rows.max() < 59
+    assert cols.min() >= int(64 * 0.15) and cols.max() < 55
+    render_mask_augment(face_data, tmp_path / "grid.png", size=48, rows=2)
+    assert Image.open(tmp_path / "grid.png").size == (4 * 48, 2 * 48)
+
+
+if __name__ == "__main__":
+    render_mask_augment(Path(sys.argv[1]), Path(sys.argv[2]))
