@@ -6,6 +6,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use _native::augment::{self, AugmentConfig, Rect};
+use _native::color::{self, ColorOps};
 use _native::decode::{decode_image, DecodeOptions};
 use _native::rng::Rng;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -99,6 +100,43 @@ fn bench_ops(c: &mut Criterion) {
             r,
         )
         .unwrap()
+    });
+    g.finish();
+
+    // The loader's colour stage as the bench loader config uses it: flip + b, c, s jitter,
+    // written as normalised float32 in the same pass.
+    let mut g = c.benchmark_group("colour_stage_224");
+    let ops = ColorOps {
+        flip: true,
+        brightness: 1.15,
+        contrast: 0.9,
+        saturation: 1.1,
+        ..ColorOps::IDENTITY
+    };
+    let mut floats = vec![0f32; SIDE * SIDE * 3];
+    let (mean, std) = ([123.7, 116.3, 103.5], [58.4, 57.1, 57.4]);
+    g.bench_function("flip_bcs_to_f32", |b| {
+        b.iter(|| {
+            color::apply(
+                color::View::whole(black_box(&base), SIDE, SIDE).unwrap(),
+                &ops,
+                color::Output::F32 {
+                    out: &mut floats,
+                    mean,
+                    std,
+                },
+            )
+            .unwrap()
+        })
+    });
+    g.bench_function("normalize_only_to_f32", |b| {
+        b.iter(|| augment::normalize_into(black_box(&base), &mut floats, mean, std).unwrap())
+    });
+    g.bench_function("flip_bcs_in_place_u8", |b| {
+        b.iter(|| {
+            buf.copy_from_slice(&base);
+            color::apply_in_place(&mut buf, SIDE, SIDE, &ops).unwrap()
+        })
     });
     g.finish();
 

@@ -5,6 +5,7 @@
 //! Every random draw comes from the `Rng` passed in, in a fixed order, so a sample's result
 //! depends only on its RNG stream, never on the thread that made it.
 
+use crate::color::{self, hue_matrix, ColorOps, Output, View, LUMA};
 use crate::decode::Image;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -253,6 +254,23 @@ impl AugmentConfig {
     }
 }
 
+/// Where `process` writes a sample.
+pub enum Target<'a> {
+    /// uint8 HWC, out_h * out_w * 3 bytes.
+    U8(&'a mut [u8]),
+    /// float32 HWC `(x - mean[c]) / std[c]` (0..255 units): the uint8 result, normalised.
+    F32 {
+        out: &'a mut [f32],
+        mean: [f32; 3],
+        std: [f32; 3],
+    },
+}
+
+thread_local! {
+    // Per-thread uint8 scratch for float targets, reused across samples.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
 /// Crop, resize and, with `train`, augment `img` into `out` (out_h * out_w * 3 bytes).
 /// Without `train` the result is deterministic and draws nothing from `rng`.
 #[allow(clippy::too_many_arguments)]
@@ -266,68 +284,144 @@ pub fn process(
     out_w: usize,
     out_h: usize,
 ) -> Result<()> {
+    process_into(img, crop, cfg, train, rng, Target::U8(out), out_w, out_h)
+}
+
+/// `process` into either target. The spatial stage (crop, resize or rotation) and the
+/// colour stage (flip, jitter, grayscale, and for float the normalisation) each make one
+/// pass; when the crop already has the output size (a cached image at its working scale)
+/// the colour stage reads it straight from the image.
+#[allow(clippy::too_many_arguments)]
+pub fn process_into(
+    img: &Image,
+    crop: Option<CropBox>,
+    cfg: &AugmentConfig,
+    train: bool,
+    rng: &mut Rng,
+    target: Target<'_>,
+    out_w: usize,
+    out_h: usize,
+) -> Result<()> {
     check_image(img)?;
-    check_out(out, out_w, out_h)?;
+    let want = out_w.checked_mul(out_h).and_then(|n| n.checked_mul(3));
+    let have = match &target {
+        Target::U8(out) => out.len(),
+        Target::F32 { out, .. } => out.len(),
+    };
+    if out_w == 0 || out_h == 0 || want != Some(have) {
+        return Err(Error::Invalid(format!(
+            "output buffer has {have} values, expected {out_w}x{out_h}x3 (both sides > 0)"
+        )));
+    }
     cfg.validate()?;
     let mut region = crop_region(img, crop, cfg);
-    if !train {
-        return resize_into(img, region, out, out_w, out_h);
-    }
-    if rng.chance(cfg.rrc_p) {
-        region = random_resized_crop(region, cfg.rrc_scale, cfg.rrc_ratio, rng);
-    }
-    let angle = if cfg.rotate_deg > 0.0 && rng.chance(cfg.rotate_p) {
-        rng.uniform(-cfg.rotate_deg, cfg.rotate_deg)
-    } else {
-        0.0
-    };
-    if angle != 0.0 {
-        rotate(img, region, angle, out, out_w, out_h)?;
-    } else {
-        resize_into(img, region, out, out_w, out_h)?;
-    }
-    if rng.chance(cfg.hflip_p) {
-        hflip_in_place(out, out_w, out_h)?;
-    }
-    // Guarded so configs without it keep their RNG streams (and results) unchanged.
-    if cfg.mask_aug_p > 0.0 && rng.chance(cfg.mask_aug_p) {
-        mask_appearance(out, out_w, out_h, cfg.mask_aug_strength, rng)?;
-    }
-    if rng.chance(cfg.jitter_p) {
-        let mut factor = |x: f32| {
-            if x > 0.0 {
-                rng.uniform((1.0 - x).max(0.0), 1.0 + x)
-            } else {
-                1.0
-            }
-        };
-        let (b, c, s) = (
-            factor(cfg.brightness),
-            factor(cfg.contrast),
-            factor(cfg.saturation),
-        );
-        let h = if cfg.hue > 0.0 {
-            rng.uniform(-cfg.hue, cfg.hue)
-        } else {
-            0.0
-        };
-        adjust_brightness(out, b);
-        adjust_contrast(out, c);
-        adjust_saturation(out, s);
-        adjust_hue(out, h);
-    }
-    if rng.chance(cfg.grayscale_p) {
-        to_grayscale(out);
-    }
-    if rng.chance(cfg.noise_p) {
-        add_noise(out, cfg.noise_std, rng);
-    }
-    if rng.chance(cfg.erase_p) {
-        if let Some(rect) = random_erase_rect(out_w, out_h, cfg.erase_scale, cfg.erase_ratio, rng) {
-            erase(out, out_w, out_h, rect, rng)?;
+    let mut angle = 0.0;
+    if train {
+        if rng.chance(cfg.rrc_p) {
+            region = random_resized_crop(region, cfg.rrc_scale, cfg.rrc_ratio, rng);
+        }
+        if cfg.rotate_deg > 0.0 && rng.chance(cfg.rotate_p) {
+            angle = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg);
         }
     }
-    Ok(())
+    let copy_at = (angle == 0.0)
+        .then(|| copy_offset(img, region, out_w, out_h))
+        .flatten();
+    let mut ops = ColorOps::IDENTITY;
+    let (mut mask_aug, mut noise, mut erase_p) = (false, false, false);
+    if train {
+        ops.flip = rng.chance(cfg.hflip_p);
+        // Guarded so configs without it keep their RNG streams (and results) unchanged.
+        mask_aug = cfg.mask_aug_p > 0.0 && rng.chance(cfg.mask_aug_p);
+    }
+    // The mask-appearance pattern is drawn here, in stream order, and applied to pixels below.
+    let mask = mask_aug.then(|| MaskPattern::draw(cfg.mask_aug_strength, rng));
+    if train {
+        if rng.chance(cfg.jitter_p) {
+            let mut factor = |x: f32| {
+                if x > 0.0 {
+                    rng.uniform((1.0 - x).max(0.0), 1.0 + x)
+                } else {
+                    1.0
+                }
+            };
+            ops.brightness = factor(cfg.brightness);
+            ops.contrast = factor(cfg.contrast);
+            ops.saturation = factor(cfg.saturation);
+            ops.hue = if cfg.hue > 0.0 {
+                rng.uniform(-cfg.hue, cfg.hue)
+            } else {
+                0.0
+            };
+        }
+        ops.grayscale = rng.chance(cfg.grayscale_p);
+        noise = rng.chance(cfg.noise_p);
+        erase_p = rng.chance(cfg.erase_p);
+    }
+    let direct = mask.is_none() && !noise && !erase_p;
+    if let (Some((x, y)), true) = (copy_at, direct) {
+        let view = View::region(&img.data, img.width, x, y, out_w, out_h)?;
+        return color::apply(view, &ops, target.output());
+    }
+    let mut scratch = Vec::new();
+    let (buf, float) = match target {
+        Target::U8(out) => (out, None),
+        Target::F32 { out, mean, std } => {
+            scratch = SCRATCH.with(|c| c.take());
+            scratch.resize(out.len(), 0);
+            (&mut scratch[..], Some((out, mean, std)))
+        }
+    };
+    let result = (|| {
+        match copy_at {
+            Some((x, y)) => copy_region(img, x, y, buf, out_w, out_h),
+            None if angle != 0.0 => rotate(img, region, angle, buf, out_w, out_h)?,
+            None => resize_into(img, region, buf, out_w, out_h)?,
+        }
+        if let Some(pattern) = &mask {
+            // The pattern is not symmetric: flip first, as the order of operations says.
+            if ops.flip {
+                hflip_in_place(buf, out_w, out_h)?;
+                ops.flip = false;
+            }
+            pattern.apply(buf, out_w, out_h)?;
+        }
+        match float {
+            Some((out, mean, std)) if !noise && !erase_p => {
+                return color::apply(
+                    View::whole(buf, out_w, out_h)?,
+                    &ops,
+                    Output::F32 { out, mean, std },
+                );
+            }
+            _ => color::apply_in_place(buf, out_w, out_h, &ops)?,
+        }
+        if noise {
+            add_noise(buf, cfg.noise_std, rng);
+        }
+        if erase_p {
+            if let Some(rect) = random_erase_rect(out_w, out_h, cfg.erase_scale, cfg.erase_ratio, rng) {
+                erase(buf, out_w, out_h, rect, rng)?;
+            }
+        }
+        if let Some((out, mean, std)) = float {
+            normalize_into(buf, out, mean, std)?;
+        }
+        Ok(())
+    })();
+    if !scratch.is_empty() {
+        SCRATCH.with(|c| c.replace(scratch));
+    }
+    result
+}
+
+impl<'a> Target<'a> {
+    fn output(self) -> Output<'a> {
+        match self {
+            Target::U8(out) => Output::U8(out),
+            Target::F32 { out, mean, std } => Output::F32 { out, mean, std },
+        }
+    }
 }
 
 /// f32 clamp that never panics (`f32::clamp` does on NaN or reversed bounds).
@@ -461,6 +555,10 @@ pub fn resize_into(img: &Image, region: Region, out: &mut [u8], out_w: usize, ou
     check_image(img)?;
     check_out(out, out_w, out_h)?;
     let region = fit_region(region, img.width as f32, img.height as f32);
+    if let Some((x, y)) = copy_offset(img, region, out_w, out_h) {
+        copy_region(img, x, y, out, out_w, out_h);
+        return Ok(());
+    }
     let dim = |v: usize| u32::try_from(v).map_err(|_| Error::Invalid(format!("size {v} too large")));
     let src = fr::images::ImageRef::new(dim(img.width)?, dim(img.height)?, &img.data, fr::PixelType::U8x3)
         .map_err(|e| Error::Invalid(format!("resize source: {e}")))?;
@@ -483,6 +581,26 @@ pub fn resize_into(img: &Image, region: Region, out: &mut [u8], out_w: usize, ou
         Err(_) => fr::Resizer::new().resize(&src, &mut dst, &options),
     });
     result.map_err(|e| Error::Invalid(format!("resize: {e}")))
+}
+
+/// Where to copy from when `region` is within half a pixel of the output size (a cached
+/// image at its working scale): resampling would only blur, so the pixels are copied from
+/// the nearest whole offset. None when a resize is needed.
+fn copy_offset(img: &Image, region: Region, out_w: usize, out_h: usize) -> Option<(usize, usize)> {
+    let region = fit_region(region, img.width as f32, img.height as f32);
+    let close = (region.w - out_w as f32).abs() <= 0.5 && (region.h - out_h as f32).abs() <= 0.5;
+    let x = (region.x.round().max(0.0) as usize).min(img.width.saturating_sub(out_w));
+    let y = (region.y.round().max(0.0) as usize).min(img.height.saturating_sub(out_h));
+    (close && x + out_w <= img.width && y + out_h <= img.height).then_some((x, y))
+}
+
+/// Copy the out_w x out_h block at (x, y) of `img` into `out` (bounds from `copy_offset`).
+fn copy_region(img: &Image, x: usize, y: usize, out: &mut [u8], out_w: usize, out_h: usize) {
+    let row = out_w * 3;
+    for (k, dst) in out.chunks_exact_mut(row).take(out_h).enumerate() {
+        let at = ((y + k) * img.width + x) * 3;
+        dst.copy_from_slice(&img.data[at..at + row]);
+    }
 }
 
 /// The whole of `img` resized to width x height. The source size is kept, so crop boxes in
@@ -568,39 +686,12 @@ pub fn hflip_in_place(buf: &mut [u8], w: usize, h: usize) -> Result<()> {
     Ok(())
 }
 
-fn lut(f: impl Fn(f32) -> f32) -> [u8; 256] {
-    let mut t = [0u8; 256];
-    for (v, slot) in t.iter_mut().enumerate() {
-        *slot = f(v as f32).round().clamp(0.0, 255.0) as u8;
-    }
-    t
-}
-
-fn apply_lut(buf: &mut [u8], t: &[u8; 256]) {
-    for v in buf.iter_mut() {
-        *v = t[usize::from(*v)];
-    }
-}
-
-/// torchvision's grayscale weights (0.299, 0.587, 0.114).
-const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
-
-/// Run `f` compiled with AVX2 when the CPU has it: the colour kernels are plain loops that
-/// LLVM vectorises about 9x better with AVX2 than with the x86-64 baseline (measured).
-#[inline(always)]
-fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        #[target_feature(enable = "avx2")]
-        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { avx2(f) };
-        }
-    }
-    f()
+/// Apply colour operations to a buffer of whole RGB8 pixels, taken as one row.
+fn recolor(buf: &mut [u8], ops: ColorOps) {
+    let n = buf.len() / 3;
+    // One row of n pixels always matches its own length: this cannot fail.
+    let done = color::apply_in_place(&mut buf[..n * 3], n, 1, &ops);
+    debug_assert!(done.is_ok());
 }
 
 /// dst = (src - mean[c]) / std[c] per channel of RGB8 HWC `src`, into float32 HWC `dst`.
@@ -612,139 +703,57 @@ pub fn normalize_into(src: &[u8], dst: &mut [f32], mean: [f32; 3], std: [f32; 3]
             dst.len()
         )));
     }
-    // A 24-value pattern (8 pixels) of scale and offset lets the loop vectorise without
-    // a modulo per value: dst = src * scale + offset.
-    let mut scale = [0f32; 24];
-    let mut offset = [0f32; 24];
-    for i in 0..24 {
-        scale[i] = 1.0 / std[i % 3];
-        offset[i] = -mean[i % 3] / std[i % 3];
-    }
-    with_avx2(|| {
-        let mut s = src.chunks_exact(24);
-        let mut d = dst.chunks_exact_mut(24);
-        for (si, di) in (&mut s).zip(&mut d) {
-            for k in 0..24 {
-                di[k] = f32::from(si[k]) * scale[k] + offset[k];
-            }
-        }
-        for (k, (si, di)) in s.remainder().iter().zip(d.into_remainder()).enumerate() {
-            *di = f32::from(*si) * scale[k] + offset[k];
-        }
-    });
-    Ok(())
+    let n = src.len() / 3;
+    color::apply(
+        View::whole(src, n, 1)?,
+        &ColorOps::IDENTITY,
+        Output::F32 { out: dst, mean, std },
+    )
 }
 
-/// out = M * (r, g, b) per pixel, M in Q12 fixed point, rounded and clamped.
-#[inline(always)]
-fn matrix_kernel(buf: &mut [u8], q: &[[i32; 3]; 3]) {
-    let n = buf.len() / 3;
-    let buf = &mut buf[..n * 3];
-    let [m0, m1, m2] = *q;
-    // Written out per channel: the loop vectorises as a stride-3 interleaved group.
-    for i in 0..n {
-        let r = i32::from(buf[3 * i]);
-        let g = i32::from(buf[3 * i + 1]);
-        let b = i32::from(buf[3 * i + 2]);
-        buf[3 * i] = ((m0[0] * r + m0[1] * g + m0[2] * b + 2048) >> 12).clamp(0, 255) as u8;
-        buf[3 * i + 1] = ((m1[0] * r + m1[1] * g + m1[2] * b + 2048) >> 12).clamp(0, 255) as u8;
-        buf[3 * i + 2] = ((m2[0] * r + m2[1] * g + m2[2] * b + 2048) >> 12).clamp(0, 255) as u8;
-    }
-}
-
-/// Apply a 3x3 colour matrix to every pixel (saturation, hue and grayscale are all one).
-pub fn apply_color_matrix(buf: &mut [u8], m: [[f32; 3]; 3]) {
-    let q = m.map(|row| row.map(|v| (v * 4096.0).round() as i32));
-    with_avx2(|| matrix_kernel(buf, &q));
-}
-
-/// Mean luma of an RGB8 buffer.
-fn mean_luma(buf: &[u8]) -> f32 {
-    let n = buf.len() / 3;
-    if n == 0 {
-        return 0.0;
-    }
-    // Per-channel u32 sums over blocks of 65536 pixels (255 * 65536 fits); vectorises.
-    let mut total = [0u64; 3];
-    with_avx2(|| {
-        for block in buf[..n * 3].chunks(3 * 65536) {
-            let (mut r, mut g, mut b) = (0u32, 0u32, 0u32);
-            for p in block.chunks_exact(3) {
-                r += u32::from(p[0]);
-                g += u32::from(p[1]);
-                b += u32::from(p[2]);
-            }
-            total[0] += u64::from(r);
-            total[1] += u64::from(g);
-            total[2] += u64::from(b);
-        }
-    });
-    let weighted: f64 = total
-        .iter()
-        .zip(LUMA)
-        .map(|(&t, w)| t as f64 * f64::from(w))
-        .sum();
-    (weighted / n as f64) as f32
-}
-
-/// Multiply every value by `factor` (torchvision adjust_brightness), via a lookup table.
+/// Multiply every value by `factor` (torchvision adjust_brightness).
 pub fn adjust_brightness(buf: &mut [u8], factor: f32) {
-    if factor != 1.0 {
-        apply_lut(buf, &lut(|v| v * factor));
-    }
+    recolor(
+        buf,
+        ColorOps {
+            brightness: factor,
+            ..ColorOps::IDENTITY
+        },
+    );
 }
 
-/// Blend with the mean grey of the image (torchvision adjust_contrast), via a lookup table.
+/// Blend with the mean grey of the image (torchvision adjust_contrast).
 pub fn adjust_contrast(buf: &mut [u8], factor: f32) {
-    if factor == 1.0 || buf.len() < 3 {
-        return;
-    }
-    let mean = mean_luma(buf);
-    apply_lut(buf, &lut(|v| factor * v + (1.0 - factor) * mean));
+    recolor(
+        buf,
+        ColorOps {
+            contrast: factor,
+            ..ColorOps::IDENTITY
+        },
+    );
 }
 
-/// Blend each pixel with its own grey (torchvision adjust_saturation): one colour matrix.
+/// Blend each pixel with its own grey (torchvision adjust_saturation).
 pub fn adjust_saturation(buf: &mut [u8], factor: f32) {
-    if factor == 1.0 {
-        return;
-    }
-    let mut m = [LUMA.map(|w| (1.0 - factor) * w); 3];
-    for (k, row) in m.iter_mut().enumerate() {
-        row[k] += factor;
-    }
-    apply_color_matrix(buf, m);
+    recolor(
+        buf,
+        ColorOps {
+            saturation: factor,
+            ..ColorOps::IDENTITY
+        },
+    );
 }
 
 /// Shift hue by `shift` turns (in [-0.5, 0.5]) as a rotation of the chroma plane in YIQ
-/// space: one 3x3 colour matrix, close to (not exactly) torchvision's HSV hue shift.
+/// space: close to (not exactly) torchvision's HSV hue shift.
 pub fn adjust_hue(buf: &mut [u8], shift: f32) {
-    if shift == 0.0 {
-        return;
-    }
-    apply_color_matrix(buf, hue_matrix(shift));
-}
-
-/// The RGB -> RGB matrix that turns hue by `shift` turns (a rotation in YIQ space).
-fn hue_matrix(shift: f32) -> [[f32; 3]; 3] {
-    const TO_YIQ: [[f32; 3]; 3] = [
-        [0.299, 0.587, 0.114],
-        [0.596, -0.274, -0.322],
-        [0.211, -0.523, 0.312],
-    ];
-    const TO_RGB: [[f32; 3]; 3] = [[1.0, 0.956, 0.621], [1.0, -0.272, -0.647], [1.0, -1.106, 1.703]];
-    // HSV hue runs R -> G -> B, which is clockwise in the (I, Q) plane: rotate by -shift.
-    let (s, c) = (-shift * std::f32::consts::TAU).sin_cos();
-    let rot = [[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]];
-    let mul = |a: &[[f32; 3]; 3], b: &[[f32; 3]; 3]| {
-        let mut m = [[0.0f32; 3]; 3];
-        for (i, row) in m.iter_mut().enumerate() {
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = (0..3).map(|k| a[i][k] * b[k][j]).sum();
-            }
-        }
-        m
-    };
-    mul(&TO_RGB, &mul(&rot, &TO_YIQ))
+    recolor(
+        buf,
+        ColorOps {
+            hue: shift,
+            ..ColorOps::IDENTITY
+        },
+    );
 }
 
 /// Where a mask sits in a face-framed output, as fractions (x0, y0, x1, y1): with a face crop
@@ -792,123 +801,174 @@ pub fn is_skin(r: u8, g: u8, b: u8) -> bool {
 /// the band changes; an image with no non-skin core changes nowhere. Draws a fixed number of
 /// values from `rng`.
 pub fn mask_appearance(buf: &mut [u8], w: usize, h: usize, strength: f32, rng: &mut Rng) -> Result<()> {
-    check_out(buf, w, h)?;
-    let hue = hue_matrix(rng.uniform(-0.5, 0.5) * strength);
-    let kind = rng.below(5);
-    let band = mask_band(w, h);
-    let period = (band.w as f32 * rng.uniform(0.06, 0.18)).max(2.0);
-    let (sin, cos) = rng.uniform(0.0, std::f32::consts::PI).sin_cos();
-    let colour = [
-        rng.uniform(0.0, 255.0),
-        rng.uniform(0.0, 255.0),
-        rng.uniform(0.0, 255.0),
-    ];
-    let alpha = strength * rng.uniform(0.5, 1.0);
-    let noise_seed = rng.next_u64();
-    let core = frac_rect(w, h, MASK_CORE);
-    let mut samples: [Vec<u8>; 3] = Default::default();
-    for y in core.y..core.y + core.h {
-        for px in buf[(y * w + core.x) * 3..(y * w + core.x + core.w) * 3].chunks_exact(3) {
-            if !is_skin(px[0], px[1], px[2]) {
-                for (s, &v) in samples.iter_mut().zip(px) {
-                    s.push(v);
+    MaskPattern::draw(strength, rng).apply(buf, w, h)
+}
+
+/// The random draws of `mask_appearance`, taken from the stream before any pixel is read.
+#[derive(Clone, Copy, Debug)]
+pub struct MaskPattern {
+    hue: [[f32; 3]; 3],
+    kind: u64,
+    period_frac: f32,
+    sin: f32,
+    cos: f32,
+    colour: [f32; 3],
+    alpha: f32,
+    noise_seed: u64,
+}
+
+impl MaskPattern {
+    pub fn draw(strength: f32, rng: &mut Rng) -> Self {
+        let hue = hue_matrix(rng.uniform(-0.5, 0.5) * strength);
+        let kind = rng.below(5);
+        let period_frac = rng.uniform(0.06, 0.18);
+        let (sin, cos) = rng.uniform(0.0, std::f32::consts::PI).sin_cos();
+        let colour = [
+            rng.uniform(0.0, 255.0),
+            rng.uniform(0.0, 255.0),
+            rng.uniform(0.0, 255.0),
+        ];
+        let alpha = strength * rng.uniform(0.5, 1.0);
+        let noise_seed = rng.next_u64();
+        MaskPattern {
+            hue,
+            kind,
+            period_frac,
+            sin,
+            cos,
+            colour,
+            alpha,
+            noise_seed,
+        }
+    }
+
+    /// Recolour the mask of the RGB8 w x h image `buf` (see `mask_appearance`).
+    pub fn apply(&self, buf: &mut [u8], w: usize, h: usize) -> Result<()> {
+        check_out(buf, w, h)?;
+        let band = mask_band(w, h);
+        let period = (band.w as f32 * self.period_frac).max(2.0);
+        let MaskPattern {
+            hue,
+            kind,
+            sin,
+            cos,
+            colour,
+            alpha,
+            noise_seed,
+            ..
+        } = *self;
+        let core = frac_rect(w, h, MASK_CORE);
+        let mut samples: [Vec<u8>; 3] = Default::default();
+        for y in core.y..core.y + core.h {
+            for px in buf[(y * w + core.x) * 3..(y * w + core.x + core.w) * 3].chunks_exact(3) {
+                if !is_skin(px[0], px[1], px[2]) {
+                    for (s, &v) in samples.iter_mut().zip(px) {
+                        s.push(v);
+                    }
                 }
             }
         }
-    }
-    if samples[0].is_empty() {
-        return Ok(());
-    }
-    let reference = samples.map(|mut s| {
-        let mid = s.len() / 2;
-        f32::from(*s.select_nth_unstable(mid).1)
-    });
-    let pattern = |x: f32, y: f32| -> f32 {
-        let cell = |v: f32| (v / period).floor() as i64;
-        match kind {
-            0 => 1.0,
-            1 => f32::from(((x * cos + y * sin) / period).rem_euclid(1.0) < 0.5),
-            2 => {
-                let (fx, fy) = (
-                    (x / period).rem_euclid(1.0) - 0.5,
-                    (y / period).rem_euclid(1.0) - 0.5,
-                );
-                f32::from(fx * fx + fy * fy < 0.09)
+        if samples[0].is_empty() {
+            return Ok(());
+        }
+        let reference = samples.map(|mut s| {
+            let mid = s.len() / 2;
+            f32::from(*s.select_nth_unstable(mid).1)
+        });
+        let pattern = |x: f32, y: f32| -> f32 {
+            let cell = |v: f32| (v / period).floor() as i64;
+            match kind {
+                0 => 1.0,
+                1 => f32::from(((x * cos + y * sin) / period).rem_euclid(1.0) < 0.5),
+                2 => {
+                    let (fx, fy) = (
+                        (x / period).rem_euclid(1.0) - 0.5,
+                        (y / period).rem_euclid(1.0) - 0.5,
+                    );
+                    f32::from(fx * fx + fy * fy < 0.09)
+                }
+                3 => f32::from((cell(x) + cell(y)).rem_euclid(2) == 0),
+                _ => {
+                    let key =
+                        (cell(2.0 * x) as u64).wrapping_mul(0x9E37_79B9) ^ ((cell(2.0 * y) as u64) << 32);
+                    (crate::rng::mix64(noise_seed ^ key) >> 40) as f32 / (1u64 << 24) as f32
+                }
             }
-            3 => f32::from((cell(x) + cell(y)).rem_euclid(2) == 0),
-            _ => {
-                let key = (cell(2.0 * x) as u64).wrapping_mul(0x9E37_79B9) ^ ((cell(2.0 * y) as u64) << 32);
-                (crate::rng::mix64(noise_seed ^ key) >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let weight_of = |px: &[u8]| {
+            if is_skin(px[0], px[1], px[2]) {
+                return 0.0;
+            }
+            let dist = px
+                .iter()
+                .zip(&reference)
+                .map(|(&a, b)| (f32::from(a) - b).powi(2))
+                .sum::<f32>();
+            clampf((50.0 - dist.sqrt()) / 25.0, 0.0, 1.0)
+        };
+        // Flood fill from the core so look-alike background not touching the mask stays.
+        let (bw, bh) = (band.w, band.h);
+        let mut weights = vec![-1.0f32; bw * bh];
+        let mut stack: Vec<(usize, usize)> = Vec::new();
+        for y in core.y.max(band.y)..(core.y + core.h).min(band.y + bh) {
+            for x in core.x.max(band.x)..(core.x + core.w).min(band.x + bw) {
+                stack.push((x - band.x, y - band.y));
             }
         }
-    };
-    let weight_of = |px: &[u8]| {
-        if is_skin(px[0], px[1], px[2]) {
-            return 0.0;
-        }
-        let dist = px
-            .iter()
-            .zip(&reference)
-            .map(|(&a, b)| (f32::from(a) - b).powi(2))
-            .sum::<f32>();
-        clampf((50.0 - dist.sqrt()) / 25.0, 0.0, 1.0)
-    };
-    // Flood fill from the core so look-alike background not touching the mask stays.
-    let (bw, bh) = (band.w, band.h);
-    let mut weights = vec![-1.0f32; bw * bh];
-    let mut stack: Vec<(usize, usize)> = Vec::new();
-    for y in core.y.max(band.y)..(core.y + core.h).min(band.y + bh) {
-        for x in core.x.max(band.x)..(core.x + core.w).min(band.x + bw) {
-            stack.push((x - band.x, y - band.y));
-        }
-    }
-    while let Some((bx, by)) = stack.pop() {
-        if weights[by * bw + bx] >= 0.0 {
-            continue;
-        }
-        let i = ((band.y + by) * w + band.x + bx) * 3;
-        let wt = weight_of(&buf[i..i + 3]);
-        weights[by * bw + bx] = wt;
-        if wt > 0.0 {
-            if bx > 0 {
-                stack.push((bx - 1, by));
-            }
-            if bx + 1 < bw {
-                stack.push((bx + 1, by));
-            }
-            if by > 0 {
-                stack.push((bx, by - 1));
-            }
-            if by + 1 < bh {
-                stack.push((bx, by + 1));
-            }
-        }
-    }
-    for by in 0..bh {
-        for bx in 0..bw {
-            let weight = weights[by * bw + bx];
-            if weight <= 0.0 {
+        while let Some((bx, by)) = stack.pop() {
+            if weights[by * bw + bx] >= 0.0 {
                 continue;
             }
             let i = ((band.y + by) * w + band.x + bx) * 3;
-            let px = &mut buf[i..i + 3];
-            let rgb = [f32::from(px[0]), f32::from(px[1]), f32::from(px[2])];
-            let luma = LUMA[0] * rgb[0] + LUMA[1] * rgb[1] + LUMA[2] * rgb[2];
-            let shade = clampf(luma / 160.0, 0.2, 1.5);
-            let a = alpha * pattern(bx as f32, by as f32);
-            for (c, v) in px.iter_mut().enumerate() {
-                let turned = hue[c][0] * rgb[0] + hue[c][1] * rgb[1] + hue[c][2] * rgb[2];
-                let changed = turned * (1.0 - a) + colour[c] * shade * a;
-                *v = clampf((rgb[c] + weight * (changed - rgb[c])).round(), 0.0, 255.0) as u8;
+            let wt = weight_of(&buf[i..i + 3]);
+            weights[by * bw + bx] = wt;
+            if wt > 0.0 {
+                if bx > 0 {
+                    stack.push((bx - 1, by));
+                }
+                if bx + 1 < bw {
+                    stack.push((bx + 1, by));
+                }
+                if by > 0 {
+                    stack.push((bx, by - 1));
+                }
+                if by + 1 < bh {
+                    stack.push((bx, by + 1));
+                }
             }
         }
+        for by in 0..bh {
+            for bx in 0..bw {
+                let weight = weights[by * bw + bx];
+                if weight <= 0.0 {
+                    continue;
+                }
+                let i = ((band.y + by) * w + band.x + bx) * 3;
+                let px = &mut buf[i..i + 3];
+                let rgb = [f32::from(px[0]), f32::from(px[1]), f32::from(px[2])];
+                let luma = LUMA[0] * rgb[0] + LUMA[1] * rgb[1] + LUMA[2] * rgb[2];
+                let shade = clampf(luma / 160.0, 0.2, 1.5);
+                let a = alpha * pattern(bx as f32, by as f32);
+                for (c, v) in px.iter_mut().enumerate() {
+                    let turned = hue[c][0] * rgb[0] + hue[c][1] * rgb[1] + hue[c][2] * rgb[2];
+                    let changed = turned * (1.0 - a) + colour[c] * shade * a;
+                    *v = clampf((rgb[c] + weight * (changed - rgb[c])).round(), 0.0, 255.0) as u8;
+                }
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Replace every pixel by its luma, so r = g = b.
 pub fn to_grayscale(buf: &mut [u8]) {
-    apply_color_matrix(buf, [LUMA; 3]);
+    recolor(
+        buf,
+        ColorOps {
+            grayscale: true,
+            ..ColorOps::IDENTITY
+        },
+    );
 }
 
 /// Add zero-mean noise of standard deviation `std` (pixel units) to every value. Each
@@ -1169,9 +1229,6 @@ mod tests {
         adjust_contrast(&mut buf, 1.0);
         adjust_saturation(&mut buf, 1.0);
         adjust_hue(&mut buf, 0.0);
-        assert_eq!(buf, orig);
-        // The fixed-point matrix path at the identity is exact too.
-        apply_color_matrix(&mut buf, [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]);
         assert_eq!(buf, orig);
     }
 

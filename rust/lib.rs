@@ -2,6 +2,7 @@
 //! happens in the pure-Rust modules, which know nothing of Python.
 
 pub mod augment;
+pub mod color;
 pub mod decode;
 pub mod error;
 pub mod pipeline;

@@ -406,51 +406,37 @@ fn load_working(shared: &Shared, index: usize) -> Result<Arc<Image>> {
     Ok(img)
 }
 
-thread_local! {
-    // Per-worker uint8 scratch for float output, reused across samples.
-    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 fn make_sample(shared: &Shared, index: usize, rng: &mut Rng, out: &mut [u8]) -> Result<()> {
     let cfg = &shared.cfg;
     let img = load_working(shared, index)?;
     let crop = shared.boxes.as_ref().and_then(|b| b[index]);
-    let path = &shared.paths[index];
-    let Some((mean, std)) = cfg.normalize else {
-        return augment::process(
-            &img,
-            crop,
-            &cfg.augment,
-            cfg.train,
-            rng,
-            out,
-            cfg.out_w,
-            cfg.out_h,
-        )
-        .map_err(|e| e.with_path(path));
-    };
-    SCRATCH.with(|cell| {
-        let mut scratch = cell.borrow_mut();
-        scratch.resize(cfg.out_w * cfg.out_h * 3, 0);
-        augment::process(
-            &img,
-            crop,
-            &cfg.augment,
-            cfg.train,
-            rng,
-            &mut scratch,
-            cfg.out_w,
-            cfg.out_h,
-        )
-        .map_err(|e| e.with_path(path))?;
-        // SAFETY: plain f32 has no invalid bit patterns; align_to_mut only yields aligned middles.
-        let (head, floats, _) = unsafe { out.align_to_mut::<f32>() };
-        if !head.is_empty() || floats.len() != scratch.len() {
-            return Err(Error::Invalid("float output buffer is not 4-byte aligned".into()));
+    let target = match cfg.normalize {
+        None => augment::Target::U8(out),
+        Some((mean, std)) => {
+            // SAFETY: plain f32 has no invalid bit patterns; align_to_mut only yields aligned
+            // middles.
+            let (head, floats, tail) = unsafe { out.align_to_mut::<f32>() };
+            if !head.is_empty() || !tail.is_empty() {
+                return Err(Error::Invalid("float output buffer is not 4-byte aligned".into()));
+            }
+            augment::Target::F32 {
+                out: floats,
+                mean,
+                std,
+            }
         }
-        augment::normalize_into(&scratch, floats, mean, std)?;
-        Ok(())
-    })
+    };
+    augment::process_into(
+        &img,
+        crop,
+        &cfg.augment,
+        cfg.train,
+        rng,
+        target,
+        cfg.out_w,
+        cfg.out_h,
+    )
+    .map_err(|e| e.with_path(&shared.paths[index]))
 }
 
 /// On a failed sample with skip_errors: another sample of the same class (or any sample).
