@@ -4,8 +4,9 @@
 //!
 //! Values stay in f32 between operations and are rounded once at the end. With AVX2 (chosen
 //! at run time) eight pixels at a time are de-interleaved into planar registers, transformed
-//! and re-interleaved; the scalar path does the same arithmetic in the same order (no fused
-//! multiply-add, same min/max semantics), so results do not depend on the CPU.
+//! and re-interleaved; the portable path (other CPUs, row tails) does the same on planar
+//! chunks that LLVM vectorises for the target. Both do the same arithmetic in the same order
+//! (no fused multiply-add, same min/max semantics), so results do not depend on the CPU.
 
 use crate::error::{Error, Result};
 
@@ -46,8 +47,8 @@ impl ColorOps {
 
 /// The per-image constants of a pass. An operation with an identity factor is skipped.
 /// A blend with a factor in [0, 1] (contrast, saturation) and grayscale keep values inside
-/// 0..=255, so only brightness, contrast and saturation above 1 and hue clamp; the final
-/// rounding therefore never sees a value outside -0.5..255.5.
+/// 0..=255 (to an ulp), so only brightness, contrast and saturation above 1 and hue clamp.
+/// Every value reaching the final rounding is therefore >= 0 and below 255.5.
 #[derive(Clone, Copy)]
 struct Plan {
     flip: bool,
@@ -255,53 +256,128 @@ fn run_row(src: &[u8], plan: &Plan, mut sink: Sink<'_>) {
     let n = src.len().min(room) / 3;
     let src = &src[..n * 3];
     let done = simd::run(src, plan, &mut sink);
-    for i in done..n {
-        let k = if plan.flip { n - 1 - i } else { i };
-        let px = pixel(plan, [src[3 * k], src[3 * k + 1], src[3 * k + 2]].map(f32::from));
-        match &mut sink {
+    portable_row(src, plan, &mut sink, done);
+}
+
+/// A slice as whole pixels of three values (the tail that is not a whole pixel is left out).
+fn triples<T>(s: &[T]) -> &[[T; 3]] {
+    // SAFETY: [T; 3] has T's alignment and three times its size; len / 3 pixels fit in s.
+    unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len() / 3) }
+}
+
+fn triples_mut<T>(s: &mut [T]) -> &mut [[T; 3]] {
+    // SAFETY: as in `triples`, and the result borrows s mutably for its lifetime.
+    unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len() / 3) }
+}
+
+/// Pixels per chunk of the portable path: three planar arrays that stay in registers or L1.
+const CHUNK: usize = 32;
+type Lane = [f32; CHUNK];
+
+/// Output pixels `from..` of a row, a chunk at a time: de-interleave into planar arrays, one
+/// loop per operation, re-interleave. Plain loops over fixed-size arrays, which LLVM
+/// vectorises for any target (SSE2, NEON); the same arithmetic as the AVX2 kernel.
+fn portable_row(src: &[u8], plan: &Plan, sink: &mut Sink<'_>, from: usize) {
+    let px = triples(src);
+    let n = px.len();
+    let mut i = from;
+    while i < n {
+        let len = CHUNK.min(n - i);
+        let (mut r, mut g, mut b) = ([0f32; CHUNK], [0f32; CHUNK], [0f32; CHUNK]);
+        let lanes = r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut());
+        if plan.flip {
+            // Output pixels i.. come from source pixels ..n - i, mirrored.
+            for (p, ((r, g), b)) in px[n - i - len..n - i].iter().rev().zip(lanes) {
+                (*r, *g, *b) = (f32::from(p[0]), f32::from(p[1]), f32::from(p[2]));
+            }
+        } else {
+            for (p, ((r, g), b)) in px[i..i + len].iter().zip(lanes) {
+                (*r, *g, *b) = (f32::from(p[0]), f32::from(p[1]), f32::from(p[2]));
+            }
+        }
+        transform_lanes(plan, &mut r, &mut g, &mut b);
+        let lanes = r.iter().zip(&g).zip(&b);
+        match sink {
             Sink::U8(out) => {
-                for c in 0..3 {
-                    out[3 * i + c] = px[c] as u8;
+                let out = &mut triples_mut(out)[i..i + len];
+                for (o, ((r, g), b)) in out.iter_mut().zip(lanes) {
+                    *o = [*r as u8, *g as u8, *b as u8];
                 }
             }
             Sink::F32 { out, scale, offset } => {
-                for c in 0..3 {
-                    out[3 * i + c] = px[c] * scale[c] + offset[c];
+                let out = &mut triples_mut(out)[i..i + len];
+                for (o, ((r, g), b)) in out.iter_mut().zip(lanes) {
+                    *o = [
+                        r * scale[0] + offset[0],
+                        g * scale[1] + offset[1],
+                        b * scale[2] + offset[2],
+                    ];
                 }
             }
         }
+        i += len;
     }
 }
 
-/// One pixel: brightness, contrast, saturation, hue, grayscale in torchvision's order, then
-/// rounding half up (see `Plan` for where values are clamped).
 #[inline(always)]
-fn pixel(p: &Plan, [mut r, mut g, mut b]: [f32; 3]) -> [f32; 3] {
-    let clip_if = |on: bool, v: f32| if on { clip(v) } else { v };
+fn each(lane: &mut Lane, f: impl Fn(f32) -> f32) {
+    for v in lane.iter_mut() {
+        *v = f(*v);
+    }
+}
+
+/// Brightness, contrast, saturation, hue, grayscale in torchvision's order, then rounding
+/// half up (see `Plan` for where values are clamped).
+fn transform_lanes(p: &Plan, r: &mut Lane, g: &mut Lane, b: &mut Lane) {
     if let Some(f) = p.brightness {
-        [r, g, b] = [r, g, b].map(|v| clip_if(f > 1.0, v * f));
+        for lane in [&mut *r, &mut *g, &mut *b] {
+            if f > 1.0 {
+                each(lane, |v| min(v * f, 255.0));
+            } else {
+                each(lane, |v| v * f);
+            }
+        }
     }
     if let Some((c, off)) = p.contrast {
-        [r, g, b] = [r, g, b].map(|v| clip_if(c > 1.0, v * c + off));
+        for lane in [&mut *r, &mut *g, &mut *b] {
+            if c > 1.0 {
+                each(lane, |v| clip(v * c + off));
+            } else {
+                each(lane, |v| v * c + off);
+            }
+        }
     }
     if let Some(s) = p.saturation {
-        let y = (r * LUMA[0] + g * LUMA[1] + b * LUMA[2]) * (1.0 - s);
-        [r, g, b] = [r, g, b].map(|v| clip_if(s > 1.0, v * s + y));
+        let mut y = [0f32; CHUNK];
+        for k in 0..CHUNK {
+            y[k] = (r[k] * LUMA[0] + g[k] * LUMA[1] + b[k] * LUMA[2]) * (1.0 - s);
+        }
+        for lane in [&mut *r, &mut *g, &mut *b] {
+            for (v, y) in lane.iter_mut().zip(&y) {
+                *v = if s > 1.0 { clip(*v * s + y) } else { *v * s + y };
+            }
+        }
     }
     if let Some(m) = p.matrix {
-        let (x, y, z) = (r, g, b);
-        r = clip(m[0][0] * x + m[0][1] * y + m[0][2] * z);
-        g = clip(m[1][0] * x + m[1][1] * y + m[1][2] * z);
-        b = clip(m[2][0] * x + m[2][1] * y + m[2][2] * z);
+        for k in 0..CHUNK {
+            let (x, y, z) = (r[k], g[k], b[k]);
+            r[k] = clip(m[0][0] * x + m[0][1] * y + m[0][2] * z);
+            g[k] = clip(m[1][0] * x + m[1][1] * y + m[1][2] * z);
+            b[k] = clip(m[2][0] * x + m[2][1] * y + m[2][2] * z);
+        }
     }
     if p.grayscale {
-        let y = r * LUMA[0] + g * LUMA[1] + b * LUMA[2];
-        (r, g, b) = (y, y, y);
+        for k in 0..CHUNK {
+            let y = r[k] * LUMA[0] + g[k] * LUMA[1] + b[k] * LUMA[2];
+            (r[k], g[k], b[k]) = (y, y, y);
+        }
     }
     if p.recolours() {
-        [r, g, b] = [r, g, b].map(|v| (v + 0.5).floor());
+        // Every value is >= 0 here, so truncation is floor (and needs no SSE4.1 or libm).
+        for lane in [&mut *r, &mut *g, &mut *b] {
+            each(lane, |v| ((v + 0.5) as i32) as f32);
+        }
     }
-    [r, g, b]
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -464,7 +540,7 @@ mod simd {
         _mm256_add_ps(rg, _mm256_mul_ps(b, k.luma[2]))
     }
 
-    /// `super::pixel` on 8 pixels, operation for operation.
+    /// `super::transform_lanes` on 8 pixels, operation for operation.
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn transform(plan: &Plan, k: &Consts, [mut r, mut g, mut b]: [__m256; 3]) -> [__m256; 3] {
@@ -740,7 +816,7 @@ mod tests {
     }
 
     #[test]
-    fn vector_kernel_equals_the_scalar_path_bit_for_bit() {
+    fn vector_kernel_equals_the_portable_path_bit_for_bit() {
         let (w, h) = (45, 6); // five blocks of 8 and a tail of 5 per row
         let src = noise(w, h, 6);
         let mut rng = Rng::new(7);
@@ -760,15 +836,29 @@ mod tests {
             let mut got = src.clone();
             apply_in_place(&mut got, w, h, &ops).unwrap();
             let plan = make_plan(View::whole(&src, w, h).unwrap(), &ops);
-            let mut want = Vec::with_capacity(src.len());
-            for row in src.chunks_exact(w * 3) {
-                for i in 0..w {
-                    let k = if ops.flip { w - 1 - i } else { i };
-                    let px = [row[3 * k], row[3 * k + 1], row[3 * k + 2]].map(f32::from);
-                    want.extend(pixel(&plan, px).map(|v| v as u8));
-                }
+            let mut want = vec![0u8; src.len()];
+            for (row, out) in src.chunks_exact(w * 3).zip(want.chunks_exact_mut(w * 3)) {
+                portable_row(row, &plan, &mut Sink::U8(out), 0);
             }
             assert_eq!(got, want, "{ops:?}");
+            let mut floats = vec![0f32; src.len()];
+            let (mean, std) = ([100.0, 110.0, 120.0], [50.0, 55.0, 60.0]);
+            apply(
+                View::whole(&src, w, h).unwrap(),
+                &ops,
+                Output::F32 {
+                    out: &mut floats,
+                    mean,
+                    std,
+                },
+            )
+            .unwrap();
+            let (scale, offset) = (std.map(|s| 1.0 / s), [0, 1, 2].map(|c| -mean[c] / std[c]));
+            let mut want_f = vec![0f32; src.len()];
+            for (row, out) in src.chunks_exact(w * 3).zip(want_f.chunks_exact_mut(w * 3)) {
+                portable_row(row, &plan, &mut Sink::F32 { out, scale, offset }, 0);
+            }
+            assert_eq!(floats, want_f, "{ops:?}");
         }
     }
 

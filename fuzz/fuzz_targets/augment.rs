@@ -7,7 +7,7 @@
 //! mode, crop box, 19 knobs, an 8-byte RNG seed, then the pixels (repeated to fill w*h*3).
 #![no_main]
 
-use _native::augment::{process, AugmentConfig, CropBox};
+use _native::augment::{process, process_into, AugmentConfig, CropBox, Target};
 use _native::decode::Image;
 use _native::rng::Rng;
 use libfuzzer_sys::fuzz_target;
@@ -97,6 +97,8 @@ fuzz_target!(init: common::init(), |data: &[u8]| {
         erase_p: r.knob(0.0, 1.0),
         erase_scale: r.range(1.0),
         erase_ratio: r.range(100.0),
+        mask_aug_p: r.knob(0.0, 1.0),
+        mask_aug_strength: r.knob(0.0, 1.0),
     };
     let seed = u64::from(r.u32()) | u64::from(r.u32()) << 32;
     let pixels = r.0;
@@ -123,5 +125,19 @@ fuzz_target!(init: common::init(), |data: &[u8]| {
         process(&img, crop, &cfg, true, &mut Rng::new(seed), &mut again, out_w, out_h)
             .expect("second run");
         assert!(out == again, "same seed, different output");
+        // The float target is the uint8 result, normalised, value for value.
+        let (mean, std) = ([120.0, 110.0, 100.0], [60.0, 55.0, 50.0]);
+        let mut floats = vec![0f32; out.len()];
+        let target = Target::F32 {
+            out: &mut floats,
+            mean,
+            std,
+        };
+        process_into(&img, crop, &cfg, true, &mut Rng::new(seed), target, out_w, out_h)
+            .expect("float run");
+        for (i, (&f, &u)) in floats.iter().zip(&out).enumerate() {
+            let want = f32::from(u) * (1.0 / std[i % 3]) + -mean[i % 3] / std[i % 3];
+            assert!(f == want, "float value {i}: {f} vs {want} from {u}");
+        }
     });
 });
