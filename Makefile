@@ -8,7 +8,7 @@ UV := $(VENV)/bin/uv
 DEMO_DIR ?= demo
 export WANDB_MODE ?= disabled
 
-.PHONY: all venv build demo test test-rust test-python lint fmt bench wheel check-wheel clean
+.PHONY: all venv build demo test test-rust test-python lint fmt bench wheel check-wheel check-fuzz clean
 
 all: build
 
@@ -69,11 +69,16 @@ fmt: venv
 test-rust:
 	cargo test -q
 
+# The fuzz targets are their own workspace (fuzz/): make sure they still build against the
+# crate's API (running them needs cargo-fuzz, see fuzz/README.md).
+check-fuzz:
+	cargo check --manifest-path fuzz/Cargo.toml --bins -q
+
 # pytest exits 5 when it collects no test; that is a failure of the suite here, not a pass.
 test-python: build
 	$(PY) -m pytest -q
 
-test: build lint test-rust test-python check-wheel
+test: build lint test-rust check-fuzz test-python check-wheel
 	$(VENV)/bin/python -m mypy.stubtest fastmask._native
 
 bench: build
