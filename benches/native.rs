@@ -80,11 +80,11 @@ fn bench_ops(c: &mut Criterion) {
         });
     };
     colour("copy_only_baseline", &|_, _| {});
-    colour("brightness", &|b, _| augment::adjust_brightness(b, 1.2));
-    colour("contrast", &|b, _| augment::adjust_contrast(b, 0.8));
-    colour("saturation", &|b, _| augment::adjust_saturation(b, 1.3));
-    colour("hue_yiq", &|b, _| augment::adjust_hue(b, 0.05));
-    colour("grayscale", &|b, _| augment::to_grayscale(b));
+    colour("brightness", &|b, _| augment::adjust_brightness(b, 1.2).unwrap());
+    colour("contrast", &|b, _| augment::adjust_contrast(b, 0.8).unwrap());
+    colour("saturation", &|b, _| augment::adjust_saturation(b, 1.3).unwrap());
+    colour("hue_yiq", &|b, _| augment::adjust_hue(b, 0.05).unwrap());
+    colour("grayscale", &|b, _| augment::to_grayscale(b).unwrap());
     colour("noise", &|b, r| augment::add_noise(b, 5.0, r));
     colour("erase_quarter", &|b, r| {
         augment::erase(

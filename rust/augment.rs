@@ -1,9 +1,13 @@
 //! Crop, resize and augmentation of RGB8 HWC images, written into caller-supplied buffers.
 //!
 //! `process` is the one entry point of the loader: crop region -> (train: random resized crop
-//! -> rotation) -> resize -> (train: flip -> colour jitter -> grayscale -> noise -> erase).
-//! Every random draw comes from the `Rng` passed in, in a fixed order, so a sample's result
-//! depends only on its RNG stream, never on the thread that made it.
+//! -> rotation) -> resize -> (train: flip -> mask appearance -> colour jitter -> grayscale ->
+//! noise -> erase). Every random draw comes from the `Rng` passed in, in a fixed order, so a
+//! sample's result depends only on its RNG stream, never on the thread that made it. The
+//! order of draws: crop, rotation, flip, mask appearance (chance, then its pattern), jitter
+//! (chance, then b, c, s, h), grayscale, noise chance, erase chance, noise values, erase box.
+//! A crop within half a pixel of the output size is copied from the nearest whole offset
+//! instead of resampled.
 
 use crate::color::{self, hue_matrix, ColorOps, Output, View, LUMA};
 use crate::decode::Image;
@@ -686,12 +690,11 @@ pub fn hflip_in_place(buf: &mut [u8], w: usize, h: usize) -> Result<()> {
     Ok(())
 }
 
-/// Apply colour operations to a buffer of whole RGB8 pixels, taken as one row.
-fn recolor(buf: &mut [u8], ops: ColorOps) {
+/// Apply colour operations to a buffer of RGB8 pixels, taken as one row (a trailing partial
+/// pixel is left as it is).
+fn recolor(buf: &mut [u8], ops: ColorOps) -> Result<()> {
     let n = buf.len() / 3;
-    // One row of n pixels always matches its own length: this cannot fail.
-    let done = color::apply_in_place(&mut buf[..n * 3], n, 1, &ops);
-    debug_assert!(done.is_ok());
+    color::apply_in_place(&mut buf[..n * 3], n, 1, &ops)
 }
 
 /// dst = (src - mean[c]) / std[c] per channel of RGB8 HWC `src`, into float32 HWC `dst`.
@@ -712,48 +715,48 @@ pub fn normalize_into(src: &[u8], dst: &mut [f32], mean: [f32; 3], std: [f32; 3]
 }
 
 /// Multiply every value by `factor` (torchvision adjust_brightness).
-pub fn adjust_brightness(buf: &mut [u8], factor: f32) {
+pub fn adjust_brightness(buf: &mut [u8], factor: f32) -> Result<()> {
     recolor(
         buf,
         ColorOps {
             brightness: factor,
             ..ColorOps::IDENTITY
         },
-    );
+    )
 }
 
 /// Blend with the mean grey of the image (torchvision adjust_contrast).
-pub fn adjust_contrast(buf: &mut [u8], factor: f32) {
+pub fn adjust_contrast(buf: &mut [u8], factor: f32) -> Result<()> {
     recolor(
         buf,
         ColorOps {
             contrast: factor,
             ..ColorOps::IDENTITY
         },
-    );
+    )
 }
 
 /// Blend each pixel with its own grey (torchvision adjust_saturation).
-pub fn adjust_saturation(buf: &mut [u8], factor: f32) {
+pub fn adjust_saturation(buf: &mut [u8], factor: f32) -> Result<()> {
     recolor(
         buf,
         ColorOps {
             saturation: factor,
             ..ColorOps::IDENTITY
         },
-    );
+    )
 }
 
 /// Shift hue by `shift` turns (in [-0.5, 0.5]) as a rotation of the chroma plane in YIQ
 /// space: close to (not exactly) torchvision's HSV hue shift.
-pub fn adjust_hue(buf: &mut [u8], shift: f32) {
+pub fn adjust_hue(buf: &mut [u8], shift: f32) -> Result<()> {
     recolor(
         buf,
         ColorOps {
             hue: shift,
             ..ColorOps::IDENTITY
         },
-    );
+    )
 }
 
 /// Where a mask sits in a face-framed output, as fractions (x0, y0, x1, y1): with a face crop
@@ -801,6 +804,7 @@ pub fn is_skin(r: u8, g: u8, b: u8) -> bool {
 /// the band changes; an image with no non-skin core changes nowhere. Draws a fixed number of
 /// values from `rng`.
 pub fn mask_appearance(buf: &mut [u8], w: usize, h: usize, strength: f32, rng: &mut Rng) -> Result<()> {
+    check_out(buf, w, h)?; // before drawing: a refused buffer leaves the stream alone
     MaskPattern::draw(strength, rng).apply(buf, w, h)
 }
 
@@ -961,14 +965,14 @@ impl MaskPattern {
 }
 
 /// Replace every pixel by its luma, so r = g = b.
-pub fn to_grayscale(buf: &mut [u8]) {
+pub fn to_grayscale(buf: &mut [u8]) -> Result<()> {
     recolor(
         buf,
         ColorOps {
             grayscale: true,
             ..ColorOps::IDENTITY
         },
-    );
+    )
 }
 
 /// Add zero-mean noise of standard deviation `std` (pixel units) to every value. Each
@@ -1225,37 +1229,37 @@ mod tests {
     fn jitter_with_unit_factors_is_identity() {
         let orig = noise_image(16, 16, 3);
         let mut buf = orig.clone();
-        adjust_brightness(&mut buf, 1.0);
-        adjust_contrast(&mut buf, 1.0);
-        adjust_saturation(&mut buf, 1.0);
-        adjust_hue(&mut buf, 0.0);
+        adjust_brightness(&mut buf, 1.0).unwrap();
+        adjust_contrast(&mut buf, 1.0).unwrap();
+        adjust_saturation(&mut buf, 1.0).unwrap();
+        adjust_hue(&mut buf, 0.0).unwrap();
         assert_eq!(buf, orig);
     }
 
     #[test]
     fn colour_ops_do_what_they_say() {
         let mut buf = vec![100u8, 150, 200, 10, 20, 30];
-        adjust_brightness(&mut buf, 0.5);
+        adjust_brightness(&mut buf, 0.5).unwrap();
         assert_eq!(buf, vec![50, 75, 100, 5, 10, 15]);
-        adjust_brightness(&mut buf, 0.0);
+        adjust_brightness(&mut buf, 0.0).unwrap();
         assert!(buf.iter().all(|&v| v == 0));
         let mut bright = vec![200u8; 30];
-        adjust_brightness(&mut bright, 2.0);
+        adjust_brightness(&mut bright, 2.0).unwrap();
         assert!(bright.iter().all(|&v| v == 255));
         // Contrast 0 gives the mean grey everywhere.
         let mut c = vec![0u8, 0, 0, 200, 200, 200];
-        adjust_contrast(&mut c, 0.0);
+        adjust_contrast(&mut c, 0.0).unwrap();
         assert_eq!(c, vec![100; 6]);
         // Saturation 0 is grayscale.
         let mut s = noise_image(8, 8, 4);
         let mut g = s.clone();
-        adjust_saturation(&mut s, 0.0);
-        to_grayscale(&mut g);
+        adjust_saturation(&mut s, 0.0).unwrap();
+        to_grayscale(&mut g).unwrap();
         assert_eq!(s, g);
         assert!(g.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
         // A third of a turn takes red to green and green to blue; half a turn keeps grey.
         let mut h = vec![255u8, 0, 0, 0, 255, 0, 128, 128, 128];
-        adjust_hue(&mut h, 1.0 / 3.0);
+        adjust_hue(&mut h, 1.0 / 3.0).unwrap();
         assert!(h[1] > h[0] && h[1] > h[2], "red -> {:?}", &h[0..3]);
         assert!(h[5] > h[3] && h[5] > h[4], "green -> {:?}", &h[3..6]);
         assert!(

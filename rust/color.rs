@@ -43,6 +43,26 @@ impl ColorOps {
     pub fn is_identity(&self) -> bool {
         *self == ColorOps::IDENTITY
     }
+
+    /// Factors must be finite and >= 0 and the hue finite: the kernels rely on every value
+    /// staying inside 0..=255 between operations (see `Plan`).
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("brightness", self.brightness),
+            ("contrast", self.contrast),
+            ("saturation", self.saturation),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::Invalid(format!(
+                    "colour: {name} factor {v} must be finite and >= 0"
+                )));
+            }
+        }
+        if !self.hue.is_finite() {
+            return Err(Error::Invalid(format!("colour: hue {} must be finite", self.hue)));
+        }
+        Ok(())
+    }
 }
 
 /// The per-image constants of a pass. An operation with an identity factor is skipped.
@@ -88,37 +108,50 @@ pub struct View<'a> {
     data: &'a [u8],
     stride: usize,
     offset: usize,
-    pub w: usize,
-    pub h: usize,
+    w: usize,
+    h: usize,
 }
 
 impl<'a> View<'a> {
     /// The region at pixel (x, y) of size w x h of an image `width` pixels wide.
     pub fn region(data: &'a [u8], width: usize, x: usize, y: usize, w: usize, h: usize) -> Result<Self> {
-        let fits = x.checked_add(w).is_some_and(|r| r <= width)
-            && y.checked_add(h)
-                .and_then(|b| b.checked_mul(width))
-                .and_then(|n| n.checked_mul(3))
-                .is_some_and(|n| n <= data.len());
-        if !fits {
-            return Err(Error::Invalid(format!(
+        let stride = width.checked_mul(3);
+        let offset = y
+            .checked_mul(width)
+            .and_then(|p| p.checked_add(x))
+            .and_then(|p| p.checked_mul(3));
+        let end = y
+            .checked_add(h)
+            .and_then(|b| b.checked_mul(width))
+            .and_then(|n| n.checked_mul(3));
+        let fits = x.checked_add(w).is_some_and(|r| r <= width) && end.is_some_and(|n| n <= data.len());
+        match (stride, offset, fits) {
+            (Some(stride), Some(offset), true) => Ok(View {
+                data,
+                stride,
+                offset,
+                w,
+                h,
+            }),
+            _ => Err(Error::Invalid(format!(
                 "colour: region {w}x{h} at ({x}, {y}) is outside an image {width} wide of {} bytes",
                 data.len()
-            )));
+            ))),
         }
-        Ok(View {
-            data,
-            stride: width * 3,
-            offset: (y * width + x) * 3,
-            w,
-            h,
-        })
     }
 
     /// A whole w x h image.
     pub fn whole(data: &'a [u8], w: usize, h: usize) -> Result<Self> {
         check_len(data.len(), w, h)?;
         View::region(data, w, 0, 0, w, h)
+    }
+
+    pub fn width(&self) -> usize {
+        self.w
+    }
+
+    pub fn height(&self) -> usize {
+        self.h
     }
 
     fn row(&self, y: usize) -> &'a [u8] {
@@ -144,6 +177,7 @@ pub enum Output<'a> {
 /// Apply `ops` to `src` and write the w x h result to `out`; the float output holds the
 /// same values as the uint8 output, normalised.
 pub fn apply(src: View<'_>, ops: &ColorOps, out: Output<'_>) -> Result<()> {
+    ops.validate()?;
     let len = src.w * src.h * 3;
     let have = match &out {
         Output::U8(o) => o.len(),
@@ -188,6 +222,7 @@ pub fn apply(src: View<'_>, ops: &ColorOps, out: Output<'_>) -> Result<()> {
 /// Apply `ops` to the RGB8 w x h image `buf` in place.
 pub fn apply_in_place(buf: &mut [u8], w: usize, h: usize, ops: &ColorOps) -> Result<()> {
     check_len(buf.len(), w, h)?;
+    ops.validate()?;
     if ops.is_identity() || w == 0 {
         return Ok(());
     }
@@ -387,14 +422,19 @@ mod simd {
     use std::arch::x86_64::*;
 
     /// Writes output pixels 0..k for the largest multiple of 8 k <= n and returns k, or
-    /// returns 0 when the CPU has no AVX2. `sink` holds at least `src.len()` values.
+    /// returns 0 (leaving the row to the portable path) without AVX2 or when the sink has
+    /// less room than `src`.
     pub(super) fn run(src: &[u8], plan: &Plan, sink: &mut Sink<'_>) -> usize {
-        if !std::arch::is_x86_feature_detected!("avx2") {
+        let room = match sink {
+            Sink::U8(out) => out.len(),
+            Sink::F32 { out, .. } => out.len(),
+        };
+        if room < src.len() || !std::arch::is_x86_feature_detected!("avx2") {
             return 0;
         }
         let blocks = src.len() / 3 / 8;
-        // SAFETY: AVX2 is present (checked above); `blocks` whole blocks of 24 bytes lie in
-        // `src`, and the sink has room for as many values as `src` (run_row slices both).
+        // SAFETY: AVX2 is present and the sink holds at least src.len() values (both checked
+        // above); `blocks` whole blocks of 24 bytes lie in `src` and in the sink.
         unsafe { blocks_avx2(src, plan, sink, blocks) };
         blocks * 8
     }
@@ -546,7 +586,15 @@ mod simd {
     unsafe fn transform(plan: &Plan, k: &Consts, [mut r, mut g, mut b]: [__m256; 3]) -> [__m256; 3] {
         let clip_if = |on: bool, v: __m256| if on { clip(k, v) } else { v };
         if let Some(f) = plan.brightness {
-            [r, g, b] = [r, g, b].map(|v| clip_if(f > 1.0, _mm256_mul_ps(v, k.brightness)));
+            // Never negative (f >= 0): only the top can clip, as in the portable path.
+            [r, g, b] = [r, g, b].map(|v| {
+                let v = _mm256_mul_ps(v, k.brightness);
+                if f > 1.0 {
+                    _mm256_min_ps(v, k.c255)
+                } else {
+                    v
+                }
+            });
         }
         if let Some((c, _)) = plan.contrast {
             [r, g, b] = [r, g, b].map(|v| {
@@ -934,6 +982,45 @@ mod tests {
         let mut b = crop.clone();
         apply_in_place(&mut b, cw, ch, &ops).unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn out_of_range_factors_and_regions_are_refused() {
+        let mut buf = noise(4, 4, 9);
+        let orig = buf.clone();
+        let bad = [
+            ColorOps {
+                brightness: f32::INFINITY,
+                ..ColorOps::IDENTITY
+            },
+            ColorOps {
+                brightness: f32::NAN,
+                ..ColorOps::IDENTITY
+            },
+            ColorOps {
+                contrast: -3.0,
+                ..ColorOps::IDENTITY
+            },
+            ColorOps {
+                saturation: -0.5,
+                ..ColorOps::IDENTITY
+            },
+            ColorOps {
+                hue: f32::NAN,
+                ..ColorOps::IDENTITY
+            },
+        ];
+        for ops in bad {
+            assert!(apply_in_place(&mut buf, 4, 4, &ops).is_err(), "{ops:?}");
+            let mut out = vec![0u8; buf.len()];
+            let view = View::whole(&orig, 4, 4).unwrap();
+            assert!(apply(view, &ops, Output::U8(&mut out)).is_err(), "{ops:?}");
+        }
+        assert_eq!(buf, orig);
+        assert!(View::region(&buf, usize::MAX, usize::MAX / 2, 0, 1, 0).is_err());
+        assert!(View::region(&buf, 4, 3, 0, 2, 1).is_err());
+        let v = View::region(&buf, 4, 1, 1, 2, 3).unwrap();
+        assert_eq!((v.width(), v.height()), (2, 3));
     }
 
     #[test]
