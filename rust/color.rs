@@ -1032,35 +1032,17 @@ mod tests {
         let m = mean_luma_after_brightness(View::whole(&buf, 2, 1).unwrap(), 0.5);
         assert!((m - 62.5).abs() < 1e-3, "{m}");
         let big = noise(300, 300, 5);
-        let exact: f64 = big
-            .chunks_exact(3)
-            .map(|p| (0..3).map(|c| f64::from(p[c]) * f64::from(LUMA[c])).sum::<f64>())
-            .sum::<f64>()
-            / 90000.0;
-        assert!(
-            (f64::from(mean_luma_after_brightness(
+        let want = |b: f64| {
+            let luma = |p: &[u8]| (0..3).map(|c| (f64::from(p[c]) * b).min(255.0) * f64::from(LUMA[c]));
+            big.chunks_exact(3).map(|p| luma(p).sum::<f64>()).sum::<f64>() / 90000.0
+        };
+        let got = |b: f32| {
+            f64::from(mean_luma_after_brightness(
                 View::whole(&big, 300, 300).unwrap(),
-                1.0
-            )) - exact)
-                .abs()
-                < 1e-3
-        );
-        let clipped: f64 = big
-            .chunks_exact(3)
-            .map(|p| {
-                (0..3)
-                    .map(|c| (f64::from(p[c]) * 1.5).min(255.0) * f64::from(LUMA[c]))
-                    .sum::<f64>()
-            })
-            .sum::<f64>()
-            / 90000.0;
-        assert!(
-            (f64::from(mean_luma_after_brightness(
-                View::whole(&big, 300, 300).unwrap(),
-                1.5
-            )) - clipped)
-                .abs()
-                < 1e-2
-        );
+                b,
+            ))
+        };
+        assert!((got(1.0) - want(1.0)).abs() < 1e-3);
+        assert!((got(1.5) - want(1.5)).abs() < 1e-2);
     }
 }
