@@ -1033,8 +1033,12 @@ mod tests {
         assert!((m - 62.5).abs() < 1e-3, "{m}");
         let big = noise(300, 300, 5);
         let want = |b: f64| {
-            let luma = |p: &[u8]| (0..3).map(|c| (f64::from(p[c]) * b).min(255.0) * f64::from(LUMA[c]));
-            big.chunks_exact(3).map(|p| luma(p).sum::<f64>()).sum::<f64>() / 90000.0
+            let luma = |p: &[u8]| -> f64 {
+                (0..3)
+                    .map(|c| (f64::from(p[c]) * b).min(255.0) * f64::from(LUMA[c]))
+                    .sum()
+            };
+            big.chunks_exact(3).map(luma).sum::<f64>() / 90000.0
         };
         let got = |b: f32| {
             f64::from(mean_luma_after_brightness(
