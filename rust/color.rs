@@ -766,6 +766,23 @@ mod tests {
         (0..w * h * 3).map(|_| rng.next_u64() as u8).collect()
     }
 
+    /// `apply` of a whole w x h image into a new float buffer.
+    fn to_floats(src: &[u8], w: usize, h: usize, ops: &ColorOps, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
+        let mut out = vec![0f32; src.len()];
+        let view = View::whole(src, w, h).unwrap();
+        apply(
+            view,
+            ops,
+            Output::F32 {
+                out: &mut out,
+                mean,
+                std,
+            },
+        )
+        .unwrap();
+        out
+    }
+
     /// The same operations, one pixel at a time in f64, as the reference.
     fn reference(src: &[u8], w: usize, ops: &ColorOps) -> Vec<u8> {
         let n = src.len() / 3;
@@ -889,18 +906,8 @@ mod tests {
                 portable_row(row, &plan, &mut Sink::U8(out), 0);
             }
             assert_eq!(got, want, "{ops:?}");
-            let mut floats = vec![0f32; src.len()];
             let (mean, std) = ([100.0, 110.0, 120.0], [50.0, 55.0, 60.0]);
-            apply(
-                View::whole(&src, w, h).unwrap(),
-                &ops,
-                Output::F32 {
-                    out: &mut floats,
-                    mean,
-                    std,
-                },
-            )
-            .unwrap();
+            let floats = to_floats(&src, w, h, &ops, mean, std);
             let (scale, offset) = (std.map(|s| 1.0 / s), [0, 1, 2].map(|c| -mean[c] / std[c]));
             let mut want_f = vec![0f32; src.len()];
             for (row, out) in src.chunks_exact(w * 3).zip(want_f.chunks_exact_mut(w * 3)) {
@@ -923,18 +930,8 @@ mod tests {
             grayscale: false,
         };
         let (mean, std) = ([120.0, 115.0, 100.0], [60.0, 58.0, 57.0]);
-        let mut floats = vec![0f32; src.len()];
+        let mut floats = to_floats(&src, w, h, &ops, mean, std);
         let whole = View::whole(&src, w, h).unwrap();
-        apply(
-            whole,
-            &ops,
-            Output::F32 {
-                out: &mut floats,
-                mean,
-                std,
-            },
-        )
-        .unwrap();
         let mut bytes = src.clone();
         apply_in_place(&mut bytes, w, h, &ops).unwrap();
         for (i, (&f, &u)) in floats.iter().zip(&bytes).enumerate() {
