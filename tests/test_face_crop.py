@@ -92,7 +92,8 @@ def test_train_and_predict_use_the_face_boxes(face_data: Path, tmp_path: Path, m
 
 
 def test_center_crop_is_the_default_and_old_configs_load(tmp_path: Path):
-    from fastmask.train import TrainConfig, face_crop_boxes
+    from fastmask.crops import face_crop_boxes
+    from fastmask.train import TrainConfig
 
     old = TrainConfig.from_json({"task": "mask", "data": str(tmp_path)})
     assert (old.crop, old.face_margin, old.faces) == ("center", 0.3, None)
@@ -100,7 +101,8 @@ def test_center_crop_is_the_default_and_old_configs_load(tmp_path: Path):
 
 
 def test_missing_faces_file_says_how_to_make_it(tmp_path: Path):
-    from fastmask.train import TrainConfig, face_crop_boxes
+    from fastmask.crops import face_crop_boxes
+    from fastmask.train import TrainConfig
 
     c = TrainConfig(task="mask", data=str(tmp_path), crop="face")
     with pytest.raises(FastmaskError, match="faces.csv.*run `python -m fastmask faces "):

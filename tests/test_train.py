@@ -25,16 +25,11 @@ from fastmask.errors import FastmaskError
 from fastmask.metrics import macro_f1
 from fastmask.models import build_model
 from fastmask.synth import write_synthetic
-from fastmask.train import (
-    CHECKPOINT_VERSION,
-    BatchMixer,
-    Schedule,
-    Tracker,
-    TrainConfig,
-    config_for_args,
-    load_checkpoint,
-    parse_age_ranges,
-)
+from fastmask.train.cli import config_for_args
+from fastmask.train.config import TrainConfig, parse_age_ranges
+from fastmask.train.runfiles import CHECKPOINT_VERSION, load_checkpoint
+from fastmask.train.runtime import BatchMixer, Schedule
+from fastmask.train.tracking import Tracker
 
 # Small enough for 2 busy CPU cores: resnet18 from random weights on 48-pixel images, one torch
 # thread (two OpenMP threads spin badly when the loader or anything else shares the cores).

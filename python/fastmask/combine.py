@@ -159,7 +159,7 @@ def vote(paths: Sequence[str | Path], out: str | Path, *, by: str = "task") -> p
         columns.append(sub.set_index("ImageID").loc[ids, "ans"].to_numpy())
     votes = np.stack(columns, axis=1)
     if by == "class":
-        ans = _majority(votes, 18)
+        ans = _majority(votes, NUM_CLASSES["class"])
     else:
         m, g, a = decode_classes(votes)
         ans = _majority(m, 3) * 6 + _majority(g, 2) * 3 + _majority(a, 3)

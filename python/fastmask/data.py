@@ -27,14 +27,22 @@ import pandas as pd
 
 from fastmask.errors import DataError
 
+# The label schema lives in fastmask.schema; re-exported here, where the index applies it.
+from fastmask.schema import (  # noqa: F401
+    AGE_NAMES,
+    DEFAULT_AGE_BOUNDS,
+    GENDER_NAMES,
+    MASK_NAMES,
+    NUM_CLASSES,
+    TASKS,
+    class_names,
+    decode_class,
+    decode_classes,
+    encode_class,
+)
+
 log = logging.getLogger(__name__)
 
-MASK_NAMES = ("wear", "incorrect", "not_wear")
-GENDER_NAMES = ("male", "female")
-AGE_NAMES = ("<30", "30-59", ">=60")
-DEFAULT_AGE_BOUNDS = (30, 60)
-NUM_CLASSES = {"mask": 3, "gender": 2, "age": 3, "class": 18}
-TASKS = ("mask", "gender", "age")
 STEM_TO_MASK = {
     "mask1": 0,
     "mask2": 0,
@@ -54,35 +62,6 @@ _CACHE_VERSION = 1
 _FOLDER_RE = re.compile(
     r"^(?P<id>[0-9]{6}(?:-[0-9]+)?)_(?P<gender>[^_]+)_(?P<race>[^_]+)_(?P<age>-?[0-9]+)$"
 )
-
-
-def class_names() -> list[str]:
-    """Readable names of the 18 classes, e.g. `wear/male/<30`."""
-    return [
-        f"{MASK_NAMES[m]}/{GENDER_NAMES[g]}/{AGE_NAMES[a]}"
-        for m, g, a in map(decode_class, range(18))
-    ]
-
-
-def encode_class(mask: Any, gender: Any, age_band: Any) -> Any:
-    """Class 0..17 = mask * 6 + gender * 3 + age band (ints or numpy arrays)."""
-    return mask * 6 + gender * 3 + age_band
-
-
-def decode_class(cls: int) -> tuple[int, int, int]:
-    """Inverse of `encode_class`: (mask, gender, age band)."""
-    if not 0 <= int(cls) < 18:
-        raise DataError(f"class {cls!r} is outside 0..17")
-    c = int(cls)
-    return c // 6, (c // 3) % 2, c % 3
-
-
-def decode_classes(cls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Array version of `decode_class`."""
-    c = np.asarray(cls, dtype=np.int64)
-    if c.size and (c.min() < 0 or c.max() > 17):
-        raise DataError(f"classes must be in 0..17, got values from {c.min()} to {c.max()}")
-    return c // 6, (c // 3) % 2, c % 3
 
 
 def check_age_bounds(bounds: Sequence[int]) -> tuple[int, int]:

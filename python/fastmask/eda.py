@@ -58,7 +58,7 @@ def class_labels(bounds: Sequence[int]) -> list[str]:
     bands = band_names(bounds)
     return [
         f"{D.MASK_NAMES[m]}/{D.GENDER_NAMES[g]}/{bands[a]}"
-        for m, g, a in map(D.decode_class, range(18))
+        for m, g, a in map(D.decode_class, range(D.NUM_CLASSES["class"]))
     ]
 
 
@@ -80,7 +80,7 @@ def summarise(index: D.DataIndex, eval_images: int | None) -> dict[str, Any]:
     return {
         "people": int(len(people)),
         "images": int(len(f)),
-        "classes": _counts(f["cls"], 18),
+        "classes": _counts(f["cls"], D.NUM_CLASSES["class"]),
         "mask": _counts(f["mask"], 3),
         "gender": _counts(f["gender"], 2),
         "age": _counts(f["age_band"], 3),
@@ -164,9 +164,9 @@ def plot_classes(summary: dict[str, Any], path: Path) -> Path:
 
     counts = summary["classes"]
     labels = [f"{c}: {name}" for c, name in enumerate(class_labels(summary["age_bounds"]))]
-    colours = [MASK_COLOURS[D.decode_class(c)[0]] for c in range(18)]
+    colours = [MASK_COLOURS[D.decode_class(c)[0]] for c in range(D.NUM_CLASSES["class"])]
     fig, ax = plt.subplots(figsize=(12, 6))
-    x = np.arange(18)
+    x = np.arange(D.NUM_CLASSES["class"])
     bars = ax.bar(x, counts, color=colours, edgecolor="black", linewidth=0.5)
     ax.bar_label(bars, labels=[f"{c:,}" for c in counts], padding=2, fontsize=8)
     ax.set_xticks(x, labels, rotation=45, ha="right", rotation_mode="anchor", fontsize=9)
@@ -267,7 +267,7 @@ def pick_samples(frame: pd.DataFrame, per_class: int, seed: int) -> dict[int, pd
     """Up to `per_class` random rows of every class, from distinct people where possible."""
     rng = np.random.default_rng(seed)
     picked: dict[int, pd.DataFrame] = {}
-    for c in range(18):
+    for c in range(D.NUM_CLASSES["class"]):
         rows = frame[frame["cls"] == c].sort_values("path")
         rows = rows.iloc[rng.permutation(len(rows))]
         # A person's first (random) image ranks 0, the second 1, ...: people before repeats.
@@ -299,15 +299,16 @@ def plot_samples(
     plt = pyplot()
     picked = pick_samples(index.frame, per_class, seed)
     labels = class_labels(index.age_bounds)
-    totals = np.bincount(index.frame["cls"].to_numpy(dtype=np.int64), minlength=18)
+    n = D.NUM_CLASSES["class"]
+    totals = np.bincount(index.frame["cls"].to_numpy(dtype=np.int64), minlength=n)
     # Layout in inches: at DPI 100 a thumbnail cell is drawn pixel for pixel, never resampled.
     thumb_w, thumb_h = THUMB_SIZE[0] / DPI, THUMB_SIZE[1] / DPI
     gap_w, gap_h = 0.12, 0.24  # gap_h leaves room for the id/age caption
     left, right, top, bottom = 2.4, 0.15, 0.65, 0.3
     width = left + per_class * thumb_w + (per_class - 1) * gap_w + right
-    height = top + 18 * thumb_h + 17 * gap_h + bottom
+    height = top + n * thumb_h + (n - 1) * gap_h + bottom
     fig, axes = plt.subplots(
-        18,
+        n,
         per_class,
         figsize=(width, height),
         squeeze=False,
@@ -321,7 +322,7 @@ def plot_samples(
         },
     )
     shown: list[str] = []
-    for c in range(18):
+    for c in range(n):
         rows = picked[c]
         for j in range(per_class):
             ax = axes[c, j]

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from fastmask.combine import check_ids, read_submission
-from fastmask.data import NUM_CLASSES, TASKS, class_names, decode_classes
 from fastmask.metrics import accuracy, confusion, macro_f1, per_class_f1
+from fastmask.schema import NUM_CLASSES, TASKS, class_names, decode_classes
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +25,11 @@ def score(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     """All figures for 18-class predictions against the truth."""
     result: dict[str, Any] = {
         "images": int(len(truth)),
-        "macro_f1": macro_f1(truth, pred, 18),
+        "macro_f1": macro_f1(truth, pred, NUM_CLASSES["class"]),
         "accuracy": accuracy(truth, pred),
-        "per_class_f1": [float(f) for f in per_class_f1(truth, pred, 18)],
+        "per_class_f1": [float(f) for f in per_class_f1(truth, pred, NUM_CLASSES["class"])],
         "classes": class_names(),
-        "confusion": confusion(truth, pred, 18).tolist(),
+        "confusion": confusion(truth, pred, NUM_CLASSES["class"]).tolist(),
     }
     for task, p, t in zip(TASKS, decode_classes(pred), decode_classes(truth), strict=True):
         result[f"{task}_macro_f1"] = macro_f1(t, p, NUM_CLASSES[task])

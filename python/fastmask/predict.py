@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fastmask.data import NUM_CLASSES, TASKS, read_eval
+from fastmask.data import read_eval
 from fastmask.errors import FastmaskError
+from fastmask.schema import heads, outputs_by_head, prediction_columns
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class LoadedModel:
 
     @property
     def heads(self) -> tuple[str, ...]:
-        return TASKS if self.task == "multi" else (self.task,)
+        return heads(self.task)
 
 
 def find_checkpoints(sources: Sequence[str | Path], which: str = "best") -> list[Path]:
@@ -66,7 +67,8 @@ def load_model(path: Path, device: Any) -> LoadedModel:
     import torch
 
     from fastmask.models import build_model
-    from fastmask.train import TrainConfig, load_checkpoint
+    from fastmask.train.config import TrainConfig
+    from fastmask.train.runfiles import load_checkpoint
 
     ckpt = load_checkpoint(path)
     config = TrainConfig.from_json(ckpt["config"])
@@ -78,10 +80,6 @@ def load_model(path: Path, device: Any) -> LoadedModel:
     augment = config.augment or "none"
     size = (int(config.image_size[0]), int(config.image_size[1]))
     return LoadedModel(path, config.task, model, size, augment, ckpt["config"])
-
-
-def _heads_output(out: Any, task: str) -> dict[str, Any]:
-    return dict(out) if task == "multi" else {task: out}
 
 
 def predict_probabilities(
@@ -123,9 +121,9 @@ def predict_probabilities(
     ):
         for images, _ in loader:
             x = images.to(device, non_blocking=True)
-            outs = _heads_output(loaded.model(x), loaded.task)
+            outs = outputs_by_head(loaded.model(x), loaded.task)
             if tta:
-                flipped = _heads_output(loaded.model(x.flip(3)), loaded.task)
+                flipped = outputs_by_head(loaded.model(x.flip(3)), loaded.task)
                 for h in outs:
                     outs[h] = (outs[h].float().softmax(1) + flipped[h].float().softmax(1)) / 2
             else:
@@ -150,8 +148,9 @@ def predict(
     """Average the probabilities of every checkpoint in `sources` over eval/info.csv rows."""
     import torch
 
+    from fastmask.crops import face_crop_boxes
     from fastmask.files import write_csv_atomic
-    from fastmask.train import TrainConfig, face_crop_boxes
+    from fastmask.train.config import TrainConfig
 
     dev = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
@@ -187,11 +186,10 @@ def predict(
     seconds = time.perf_counter() - t0
     assert task is not None
     frame = pd.DataFrame({"ImageID": table["ImageID"]})
-    for h in TASKS if task == "multi" else (task,):
+    for h, columns in prediction_columns(task).items():
         mean = total[h] / len(checkpoints)
-        prefix = f"{h}_" if task == "multi" else ""
-        for j in range(NUM_CLASSES[h]):
-            frame[f"{prefix}p{j}"] = mean[:, j]
+        for j, column in enumerate(columns):
+            frame[column] = mean[:, j]
     write_csv_atomic(frame, out)
     passes = len(checkpoints) * (2 if tta else 1)
     rate = len(paths) * len(checkpoints) / seconds

@@ -1,0 +1,53 @@
+"""Which part of each image a model sees: the centre crop, or the face box of `faces`.
+
+Training and inference ask the same function, so a model is always fed the framing it was
+trained with.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastmask.errors import FastmaskError
+
+if TYPE_CHECKING:
+    from fastmask.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def faces_path(c: TrainConfig, data: str | Path | None = None) -> Path:
+    """The run's faces file: --faces, else faces.csv in DATA (`data` overrides the run's)."""
+    if c.faces:
+        return Path(c.faces)
+    root = Path(data if data is not None else c.data)
+    # predict may be given DATA/eval; the faces file sits beside the data index in DATA.
+    if (root / "info.csv").exists() and not (root / "faces.csv").exists():
+        root = root.parent
+    return root / "faces.csv"
+
+
+def face_crop_boxes(
+    c: TrainConfig, paths: list[str], data: str | Path | None = None
+) -> list[tuple[float, float, float, float] | None] | None:
+    """Per path the face box grown by the margin (None: centre crop); None for --crop center."""
+    if c.crop != "face":
+        return None
+    from fastmask.faces import expand_box, load_face_boxes
+
+    source = faces_path(c, data)
+    if not source.exists():
+        raise FastmaskError(
+            f"--crop face needs {source}: run `python -m fastmask faces {source.parent}` first"
+        )
+    boxes = load_face_boxes(source)
+    # Keys are written as data.build_index/read_eval spell paths; resolve to forgive ./ or /abs.
+    resolved = {os.path.realpath(k): b for k, b in boxes.items()}
+    found = [boxes.get(p, resolved.get(os.path.realpath(p))) for p in paths]
+    out = [None if b is None else expand_box(b, c.face_margin) for b in found]
+    log.info("face crop: %d of %d images have a face box in %s", sum(b is not None for b in out),
+             len(out), source)  # fmt: skip
+    return out
