@@ -10,17 +10,10 @@ import pytest
 import torch
 
 from fastmask import _native, cli
+from fastmask.classify import METADATA_KEY, classify, load_exported, read_metadata, sidecar_path
 from fastmask.data import AGE_NAMES, GENDER_NAMES, MASK_NAMES, TASKS, encode_class, read_eval
 from fastmask.errors import FastmaskError
-from fastmask.export import (
-    EVAL_CROP,
-    METADATA_KEY,
-    classify,
-    export_model,
-    load_exported,
-    read_metadata,
-    sidecar_path,
-)
+from fastmask.export import EVAL_CROP, export_model
 from fastmask.loader import PRESETS, REFERENCE_MEAN, REFERENCE_STD
 from fastmask.predict import load_model, predict_probabilities
 

@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "fastmask.combine",
     "fastmask.evaluate",
     "fastmask.export",
+    "fastmask.classify",
     "fastmask.faces",
 ]
 

@@ -1,4 +1,4 @@
-"""Serving: `python -m fastmask export` and `python -m fastmask classify`.
+"""Export: `python -m fastmask export RUN --format torchscript|onnx`.
 
 files -> data index -> native loader -> trainer -> **export** -> classify
 
@@ -10,82 +10,50 @@ JSON is embedded in the file (TorchScript extra file, ONNX metadata), so a renam
 still loads. Outputs are logits, one per head, in the order of `outputs` (mask, gender, age
 for a multi model); TorchScript returns them as a tuple.
 
-`classify IMAGE ... --model M ...` names mask, gender, age band and class (0..17) of each
-image, with one multi model or three task models (exported files or runs), preprocessing
-through the native loader's eval crop exactly as `predict` does.
+`fastmask.classify` loads such files and runs them (`classify`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import inspect
 import io
 import json
 import logging
-import os
 import tempfile
-import warnings
-import zipfile
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from fastmask.data import AGE_NAMES, GENDER_NAMES, MASK_NAMES, TASKS, class_names, encode_class
+from fastmask.classify import (
+    EXPORT_FORMAT,
+    EXPORT_FORMAT_VERSION,
+    FORMATS,
+    INPUT_NAME,
+    METADATA_KEY,
+    SUFFIXES,
+    _make_runner,
+    _quiet_torch_deprecations,
+    _require,
+    read_metadata,
+    sidecar_path,
+)
 from fastmask.errors import FastmaskError
 from fastmask.files import write_bytes_atomic
-from fastmask.predict import LoadedModel, find_checkpoints, load_model, predict_probabilities
+from fastmask.predict import LoadedModel, find_checkpoints, load_model
+from fastmask.schema import LABEL_NAMES
+from fastmask.schema import heads as task_heads
 
 if TYPE_CHECKING:
-    import torch
     from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = "fastmask-export"
-EXPORT_FORMAT_VERSION = 1
-FORMATS = ("torchscript", "onnx")
-SUFFIXES = {"torchscript": ".ts", "onnx": ".onnx"}
-METADATA_KEY = "fastmask.json"  # TorchScript extra file and ONNX metadata_props key
-INPUT_NAME = "image"
 ONNX_OPSET = 17
 # Eval crop of every preset (rust/augment.rs, AugmentConfig::eval); tests check it natively.
 EVAL_CROP = {"center_crop": [1.0, 0.75], "center_offset_y": -0.05}
-LABEL_NAMES = {"mask": list(MASK_NAMES), "gender": list(GENDER_NAMES), "age": list(AGE_NAMES)}
 # Largest logit difference (relative to the logits' scale) accepted when an export is checked.
 VERIFY_TOLERANCE = 1e-3
-
-
-def _heads(task: str) -> tuple[str, ...]:
-    return TASKS if task == "multi" else (task,)
-
-
-def _require(module: str, purpose: str) -> None:
-    if importlib.util.find_spec(module) is None:
-        raise FastmaskError(
-            f"{purpose} needs the {module} package: pip install 'fastmask[onnx]' "
-            f"(or pip install {module})"
-        )
-
-
-@contextlib.contextmanager
-def _quiet_torch_deprecations() -> Iterator[None]:
-    # torch.jit and the TorchScript-based ONNX exporter warn that they are deprecated; the
-    # formats asked for are exactly these, so the warning is noise to the user.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-        warnings.filterwarnings("ignore", category=DeprecationWarning, message=r".*(ONNX|onnx)")
-        yield
-
-
-def sidecar_path(path: str | Path) -> Path:
-    """Where the metadata of an exported file lives: `FILE.json` beside it."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
 
 
 # ---------------------------------------------------------------------------------------
@@ -117,7 +85,7 @@ def export_metadata(loaded: LoadedModel, fmt: str, file_name: str) -> dict[str, 
     from fastmask.loader import REFERENCE_MEAN, REFERENCE_STD
 
     h, w = loaded.image_size
-    heads = _heads(loaded.task)
+    heads = task_heads(loaded.task)
     return {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_FORMAT_VERSION,
@@ -145,7 +113,7 @@ def export_metadata(loaded: LoadedModel, fmt: str, file_name: str) -> dict[str, 
         "mean": list(REFERENCE_MEAN),
         "std": list(REFERENCE_STD),
         "outputs": list(heads),
-        "label_maps": {t: LABEL_NAMES[t] for t in heads},
+        "label_maps": {t: list(LABEL_NAMES[t]) for t in heads},
         "class_encoding": "mask * 6 + gender * 3 + age",
         "source": {"checkpoint": str(loaded.path.resolve()), "config": loaded.config},
         "fastmask_version": __version__,
@@ -243,7 +211,7 @@ def export_model(
     if path.resolve() == checkpoint.resolve():
         raise FastmaskError(f"--out {path} is the checkpoint itself; choose another file")
     loaded = load_model(checkpoint, torch.device("cpu"))
-    heads = _heads(loaded.task)
+    heads = task_heads(loaded.task)
     module = _tuple_outputs(loaded.model.float().eval(), heads)
     h, w = loaded.image_size
     meta = export_metadata(loaded, fmt, path.name)
@@ -258,252 +226,6 @@ def export_model(
     write_bytes_atomic(sidecar_path(path), meta_json.encode())
     log.info("exported %s (%s, %s) to %s", checkpoint, loaded.task, fmt, path)
     return path
-
-
-# ---------------------------------------------------------------------------------------
-# Loading exported files
-# ---------------------------------------------------------------------------------------
-
-
-class ExportedRunner:
-    """Calls an exported model like the trained one: a dict of logits for multi, else a tensor."""
-
-    def __init__(self, fmt: str, model: Any, heads: tuple[str, ...]) -> None:
-        self.fmt = fmt
-        self.model = model
-        self.heads = heads
-
-    def run(self, x: Tensor) -> tuple[Tensor, ...]:
-        import torch
-
-        if self.fmt == "torchscript":
-            return tuple(self.model(x.float()))
-        # onnxruntime runs on the CPU and wants a dense float32 array.
-        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        outs = self.model.run(list(self.heads), {INPUT_NAME: array})
-        return tuple(torch.from_numpy(np.asarray(o)).to(x.device) for o in outs)
-
-    def __call__(self, x: Tensor) -> Any:
-        outs = self.run(x)
-        return dict(zip(self.heads, outs, strict=True)) if len(self.heads) > 1 else outs[0]
-
-
-def _make_runner(
-    fmt: str, source: bytes | Path, heads: tuple[str, ...], device: torch.device
-) -> tuple[ExportedRunner, str | None]:
-    """The runner of an exported model and the metadata JSON embedded in it (None if absent)."""
-    import torch
-
-    if fmt == "torchscript":
-        extra = {METADATA_KEY: ""}
-        f = io.BytesIO(source) if isinstance(source, bytes) else str(source)
-        with _quiet_torch_deprecations():
-            module = torch.jit.load(f, map_location=device, _extra_files=extra)
-        module.eval()
-        embedded = extra[METADATA_KEY]
-        text = embedded.decode() if isinstance(embedded, bytes) else embedded
-        return ExportedRunner(fmt, module, heads), text or None
-    _require("onnxruntime", "running an ONNX model")
-    import onnxruntime
-
-    if device.type != "cpu":
-        log.info("ONNX models run on the CPU here (onnxruntime CPUExecutionProvider)")
-    session = onnxruntime.InferenceSession(
-        source if isinstance(source, bytes) else str(source), providers=["CPUExecutionProvider"]
-    )
-    meta = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    return ExportedRunner(fmt, session, heads), meta
-
-
-def _close(values: Any, reference: Sequence[float]) -> bool:
-    try:
-        return bool(np.allclose(np.asarray(values, dtype=np.float64), reference))
-    except (TypeError, ValueError):  # missing, or not three numbers
-        return False
-
-
-def _check_metadata(meta: Any, path: Path) -> dict[str, Any]:
-    from fastmask.loader import PRESETS, REFERENCE_MEAN, REFERENCE_STD
-
-    if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
-        raise FastmaskError(f"{path}: metadata is not a {EXPORT_FORMAT} file")
-    if meta.get("format_version") != EXPORT_FORMAT_VERSION:
-        raise FastmaskError(
-            f"{path}: export format {meta.get('format_version')!r}; this fastmask reads "
-            f"{EXPORT_FORMAT_VERSION}"
-        )
-    task = meta.get("task")
-    if task not in ("multi", *TASKS) or meta.get("outputs") != list(_heads(str(task))):
-        raise FastmaskError(f"{path}: task {task!r} with outputs {meta.get('outputs')!r}")
-    if meta.get("model_format") not in FORMATS or meta.get("augment") not in PRESETS:
-        raise FastmaskError(f"{path}: unknown model format or augment preset in its metadata")
-    size = meta.get("image_size")
-    if not (
-        isinstance(size, list)
-        and len(size) == 2
-        and all(isinstance(v, int) and v > 0 for v in size)
-    ):
-        raise FastmaskError(f"{path}: image_size {size!r} is not [height, width]")
-    # The native loader normalises with the reference mean/std, as training did.
-    if not (_close(meta.get("mean"), REFERENCE_MEAN) and _close(meta.get("std"), REFERENCE_STD)):
-        raise FastmaskError(
-            f"{path}: mean/std {meta.get('mean')}/{meta.get('std')} differ from the loader's "
-            f"{list(REFERENCE_MEAN)}/{list(REFERENCE_STD)}"
-        )
-    return meta
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The sidecar `FILE.json` of an exported file, checked."""
-    path = Path(path)
-    side = sidecar_path(path)
-    try:
-        meta = json.loads(side.read_text())
-    except (OSError, ValueError) as err:
-        raise FastmaskError(f"{path}: cannot read its metadata {side}: {err}") from err
-    return _check_metadata(meta, path)
-
-
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as z:
-        return any(n.endswith(f"/extra/{METADATA_KEY}") for n in z.namelist())
-
-
-def is_exported(path: Path) -> bool:
-    """An exported file (vs a training checkpoint): by suffix, sidecar or embedded metadata."""
-    return path.is_file() and (
-        path.suffix == ".onnx" or sidecar_path(path).is_file() or _is_torchscript(path)
-    )
-
-
-def load_exported(path: str | Path, device: torch.device) -> LoadedModel:
-    """An exported file as a LoadedModel, so `predict_probabilities` runs it like a checkpoint."""
-    path = Path(path)
-    side = sidecar_path(path)
-    side_meta = read_metadata(path) if side.is_file() else None
-    fmt = "onnx" if path.suffix == ".onnx" else "torchscript"
-    fmt = side_meta["model_format"] if side_meta is not None else fmt
-    runner, embedded = _make_runner(fmt, path, (), device)
-    # The embedded copy travels with the file, so it wins over a sidecar.
-    meta = _check_metadata(json.loads(embedded), path) if embedded else side_meta
-    if meta is None:
-        raise FastmaskError(f"{path}: no fastmask metadata inside and no sidecar {side}")
-    runner.heads = tuple(meta["outputs"])
-    size = (int(meta["image_size"][0]), int(meta["image_size"][1]))
-    config = meta.get("source", {}).get("config", {})
-    return LoadedModel(path, meta["task"], runner, size, meta["augment"], config)
-
-
-def load_for_serving(source: str | Path, device: torch.device, which: str = "best") -> LoadedModel:
-    """An exported file, a checkpoint file, or a run folder holding one checkpoint."""
-    path = Path(source)
-    if is_exported(path):
-        return load_exported(path, device)
-    checkpoints = find_checkpoints([path], which)
-    if len(checkpoints) != 1:
-        raise FastmaskError(
-            f"{path} holds {len(checkpoints)} checkpoints (folds); name one of them"
-        )
-    return load_model(checkpoints[0], device)
-
-
-# ---------------------------------------------------------------------------------------
-# Classify
-# ---------------------------------------------------------------------------------------
-
-
-def check_model_set(models: Sequence[LoadedModel]) -> dict[str, LoadedModel]:
-    """One multi model, or one model per task (any order); anything else is refused."""
-    if any(m.task == "multi" for m in models):
-        if len(models) != 1:
-            raise FastmaskError(
-                "a multi model predicts all three heads: pass it alone, not among "
-                + ", ".join(f"{m.path} ({m.task})" for m in models)
-            )
-        return {"multi": models[0]}
-    by_task: dict[str, LoadedModel] = {}
-    for m in models:
-        if m.task in by_task:
-            raise FastmaskError(
-                f"two {m.task} models ({by_task[m.task].path} and {m.path}); "
-                "pass one mask, one gender and one age model"
-            )
-        by_task[m.task] = m
-    missing = [t for t in TASKS if t not in by_task]
-    if missing:
-        raise FastmaskError(
-            f"no {' or '.join(missing)} model: classify needs one multi model or three task "
-            "models (mask, gender and age)"
-        )
-    return {t: by_task[t] for t in TASKS}
-
-
-def classification_records(
-    paths: Sequence[str], probs: dict[str, np.ndarray]
-) -> list[dict[str, Any]]:
-    """Per image: head names, class 0..17, confidences and every head's probabilities."""
-    picks = {h: probs[h].argmax(1) for h in TASKS}
-    classes = encode_class(picks["mask"], picks["gender"], picks["age"])
-    names = class_names()
-    records = []
-    for i, path in enumerate(paths):
-        confidence = {h: float(probs[h][i, picks[h][i]]) for h in TASKS}
-        # Heads are independent outputs: the class's confidence is their product.
-        confidence["class"] = float(np.prod([confidence[h] for h in TASKS]))
-        records.append(
-            {
-                "path": path,
-                "mask": MASK_NAMES[picks["mask"][i]],
-                "gender": GENDER_NAMES[picks["gender"][i]],
-                "age": AGE_NAMES[picks["age"][i]],
-                "class": int(classes[i]),
-                "class_name": names[int(classes[i])],
-                "confidence": confidence,
-                "probabilities": {
-                    h: dict(zip(LABEL_NAMES[h], map(float, probs[h][i]), strict=True))
-                    for h in TASKS
-                },
-            }
-        )
-    return records
-
-
-def classify(
-    images: Sequence[str | Path],
-    sources: Sequence[str | Path],
-    *,
-    tta: bool = False,
-    device: str = "auto",
-    threads: int | None = None,
-    batch_size: int = 32,
-    which: str = "best",
-) -> list[dict[str, Any]]:
-    """Classify `images` with one multi model or three task models; one record per image."""
-    import torch
-
-    dev = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    )
-    models = check_model_set([load_for_serving(s, dev, which) for s in sources])
-    paths = [os.fspath(p) for p in images]
-    probs: dict[str, np.ndarray] = {}
-    for model in models.values():
-        probs.update(
-            predict_probabilities(
-                model, paths, device=dev, batch_size=batch_size, threads=threads, tta=tta
-            )
-        )
-    return classification_records(paths, probs)
-
-
-def format_record(r: dict[str, Any]) -> str:
-    c = r["confidence"]
-    return (
-        f"{r['path']}: class {r['class']} ({c['class']:.2f})  mask {r['mask']} ({c['mask']:.2f})"
-        f"  gender {r['gender']} ({c['gender']:.2f})  age {r['age']} ({c['age']:.2f})"
-    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -522,24 +244,6 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_classify(args: argparse.Namespace) -> int:
-    records = classify(
-        args.images,
-        args.model,
-        tta=args.tta,
-        device=args.device,
-        threads=args.threads,
-        batch_size=args.batch_size,
-        which=args.checkpoint,
-    )
-    if args.json:
-        print(json.dumps(records, indent=2))
-    else:
-        for r in records:
-            print(format_record(r))
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
@@ -552,21 +256,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="file to write (default: beside the checkpoint, .ts / .onnx)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.set_defaults(func=_run_export)
-
-    c = sub.add_parser(
-        "classify",
-        help="mask, gender, age band and class of images (one multi or three task models)",
-        description="Classify images with one multi model or three task models (mask, gender, "
-        "age in any order): exported files (.ts/.onnx) or run folders / checkpoints.",
-    )
-    c.add_argument("images", nargs="+", help="image files")
-    c.add_argument(
-        "--model", nargs="+", action="extend", required=True, help="exported files or runs"
-    )
-    c.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
-    c.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
-    c.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    c.add_argument("--threads", type=int, default=None, help="loader threads (all cores)")
-    c.add_argument("--batch-size", type=int, default=32)
-    c.add_argument("--checkpoint", choices=["best", "last"], default="best", help="for runs")
-    c.set_defaults(func=_run_classify)
