@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fastmask.errors import FastmaskError
-
-LOSS_NAMES = ("ce", "focal", "f1")
+from fastmask.train.config import LOSS_NAMES, parse_loss_spec  # noqa: F401 - the spec is a setting
 
 
 def as_probabilities(target: Tensor, num_classes: int) -> Tensor:
@@ -137,18 +136,6 @@ class CombinedLoss(nn.Module):
         for loss, w in zip(self.losses, self.weights, strict=True):
             total = total + w * loss(logits, target)
         return total
-
-
-def parse_loss_spec(spec: str) -> list[str]:
-    """'ce', 'focal', 'f1' or a pair like 'ce+f1' -> list of names."""
-    names = [s.strip().lower() for s in spec.split("+") if s.strip()]
-    bad = [n for n in names if n not in LOSS_NAMES]
-    if not names or bad or len(names) > 2:
-        raise FastmaskError(
-            f"loss {spec!r}: expected one of {', '.join(LOSS_NAMES)} or two joined by '+' "
-            "(e.g. ce+f1)"
-        )
-    return names
 
 
 def build_loss(

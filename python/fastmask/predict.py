@@ -68,12 +68,12 @@ def load_model(path: Path, device: Any) -> LoadedModel:
 
     from fastmask.models import build_model
     from fastmask.train.config import TrainConfig
-    from fastmask.train.runfiles import load_checkpoint
+    from fastmask.train.runfiles import inference_weights, load_checkpoint
 
     ckpt = load_checkpoint(path)
     config = TrainConfig.from_json(ckpt["config"])
     model = build_model(config.model, config.task, pretrained=False)
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(inference_weights(ckpt))
     model.eval().to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)

@@ -21,7 +21,10 @@ from fastmask.train.config import (
     RESUME_OVERRIDABLE,
     TRAIN_TASKS,
     TrainConfig,
+    config_values,
     parse_age_ranges,
+    parse_set,
+    read_toml,
     resolve_config,
     validate_config,
 )
@@ -37,7 +40,13 @@ def default_run_dir(c: TrainConfig) -> Path:
 def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     """The run's config and folder: a new one from flags, or the resumed run's own."""
     skip = {"command", "func", "verbose", "task", "resume", "out", "drop_ages", "no_corrections"}
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in skip}
+    skip |= {"config", "set"}
+    # A config file, then --set, then flags: each later source wins over the earlier ones.
+    given: dict[str, Any] = {}
+    if args.config is not None:
+        given.update(config_values(read_toml(args.config), str(args.config)))
+    given.update(config_values(parse_set(args.set), "--set"))
+    given.update({k: v for k, v in vars(args).items() if v is not None and k not in skip})
     if args.drop_ages is not None:
         given["drop_ages"] = parse_age_ranges(args.drop_ages)
     if args.no_corrections:
@@ -111,6 +120,17 @@ def register(subparsers: Any) -> None:
     g.add_argument("--out", help="run folder (default runs/<task>/<name>)")
     g.add_argument("--name", help="run name under runs/<task>/ (default <model>-<time>)")
     g.add_argument("--resume", metavar="RUN", help="continue the run in this folder")
+    g.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="settings from a TOML file, keys named as the flags (batch_size = 32); flags win",
+    )
+    g.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        help="one setting, e.g. --set epochs=3 --set image_size=[96,96]; flags win",
+    )
     g.add_argument("--epochs", type=int, help="epochs on the training split (default 10)")
     g.add_argument("--extra-epochs", type=int, help="then N epochs on train+validation")
     g.add_argument("--patience", type=int, help="early stop after N epochs without better F1")
@@ -142,6 +162,8 @@ def register(subparsers: Any) -> None:
     g.add_argument("--focal-gamma", type=float)
     g.add_argument("--class-weights", help="none, balanced, or one weight per class: 1,2,4")
     g.add_argument("--task-weights", type=float, nargs=3, help="multi: mask gender age weights")
+    g.add_argument("--ema-decay", type=float, help="weight EMA, e.g. 0.999 (default 0: off)")
+    g.add_argument("--accum-steps", type=int, help="gradient accumulation: batches per step (1)")
     g = p.add_argument_group("data")
     g.add_argument("--image-size", type=int, nargs="+", help="SIZE or HEIGHT WIDTH (224)")
     g.add_argument("--threads", type=int, help="loader threads (default: all cores)")

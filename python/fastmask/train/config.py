@@ -7,7 +7,9 @@ Nothing here imports torch, so predict, export and classify can read a run's con
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fastmask.data import check_age_bounds
@@ -27,6 +29,7 @@ VAL_AGE_BOUNDS = DEFAULT_AGE_BOUNDS
 
 CROPS = ("center", "face")
 
+LOSS_NAMES = ("ce", "focal", "f1")
 # Flags a resumed run may change: they do not alter what the finished epochs computed.
 RESUME_OVERRIDABLE = ("epochs", "extra_epochs", "patience", "threads", "device", "wandb")
 
@@ -89,6 +92,10 @@ class TrainConfig:
     crop: str = "center"
     face_margin: float = 0.3
     faces: str | None = None
+    # Weight EMA (timm's ModelEmaV2): 0 is off; validated, selected and saved beside the raw.
+    ema_decay: float = 0.0
+    # Gradient accumulation: one optimiser step per N batches (effective batch N x size).
+    accum_steps: int = 1
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -113,7 +120,7 @@ class TrainConfig:
         return self.epochs + self.extra_epochs
 
 
-def resolve_config(task: str, given: dict[str, Any]) -> TrainConfig:
+def resolve_config(task: str, given: dict[str, Any], check_model: bool = True) -> TrainConfig:
     """A new run's config: flags given, else task defaults, else the dataclass defaults."""
     values = dict(given)
     values.setdefault("model", DEFAULT_MODELS[task])
@@ -121,14 +128,13 @@ def resolve_config(task: str, given: dict[str, Any]) -> TrainConfig:
     # Oversampling is on by default for age, the task with a tiny >= 60 band.
     values.setdefault("oversample", "balanced" if task == "age" else "none")
     config = TrainConfig(task=task, **values)
-    validate_config(config)
+    validate_config(config, check_model)
     return config
 
 
-def validate_config(c: TrainConfig) -> None:
-    """Refuse inconsistent settings before any work starts."""
-    from fastmask.losses import parse_loss_spec
-
+def validate_config(c: TrainConfig, check_model: bool = True) -> None:
+    """Refuse inconsistent settings before any work starts (the model name needs
+    torchvision imported: `check_model=False` leaves it to `check_model_name`)."""
     if c.task not in TRAIN_TASKS:
         raise FastmaskError(f"task {c.task!r}: expected one of {', '.join(TRAIN_TASKS)}")
     checks = [
@@ -153,11 +159,15 @@ def validate_config(c: TrainConfig) -> None:
         (len(c.image_size) == 2, "--image-size takes one or two numbers (height width)"),
         (c.crop in CROPS, f"--crop {c.crop!r}: expected one of {', '.join(CROPS)}"),
         (c.face_margin >= 0, f"--face-margin must be >= 0, got {c.face_margin}"),
+        (0 <= c.ema_decay < 1, f"--ema-decay must be in [0, 1), got {c.ema_decay}"),
+        (c.accum_steps >= 1, f"--accum-steps must be >= 1, got {c.accum_steps}"),
     ]
     for ok, message in checks:
         if not ok:
             raise FastmaskError(message)
     check_age_bounds(c.age_bounds)
+    if check_model:
+        check_model_name(c.model)
     names = parse_loss_spec(c.loss)
     if c.loss_weights is not None and len(c.loss_weights) != len(names):
         raise FastmaskError(f"--loss {c.loss} needs {len(names)} --loss-weights")
@@ -170,6 +180,27 @@ def validate_config(c: TrainConfig) -> None:
                 f"--class-weights has {len(weights)} values, {c.task} has "
                 f"{NUM_CLASSES[c.task]} classes"
             )
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a model torchvision cannot build, naming the nearest one it can."""
+    from fastmask.models import available_models
+
+    models = available_models()
+    if name and name not in models:
+        raise FastmaskError(unknown_key_message(name, models, "--model").replace("key", "model"))
+
+
+def parse_loss_spec(spec: str) -> list[str]:
+    """'ce', 'focal', 'f1' or a pair like 'ce+f1' -> list of names."""
+    names = [s.strip().lower() for s in spec.split("+") if s.strip()]
+    bad = [n for n in names if n not in LOSS_NAMES]
+    if not names or bad or len(names) > 2:
+        raise FastmaskError(
+            f"loss {spec!r}: expected one of {', '.join(LOSS_NAMES)} or two joined by '+' "
+            "(e.g. ce+f1)"
+        )
+    return names
 
 
 def parse_floats(text: str, flag: str) -> list[float]:
@@ -194,3 +225,146 @@ def parse_age_ranges(text: str) -> tuple[tuple[int, int], ...]:
             raise FastmaskError(f"--drop-ages range {part!r} goes backwards")
         ranges.append((a, b))
     return tuple(ranges)
+
+
+# ---- Settings from a file (--config FILE.toml, recipes) or `--set key=value` -------------
+
+# Tuple-valued fields and how many numbers each takes (None: any number).
+_TUPLE_FIELDS: dict[str, tuple[type, int | None]] = {
+    "image_size": (int, 2),
+    "age_bounds": (int, 2),
+    "loss_weights": (float, None),
+    "task_weights": (float, 3),
+}
+_OPTIONAL_STR = ("weights", "wandb", "faces")
+# Keys only the command line has: a file spells them as the setting they stand for.
+_NOT_SETTINGS = ("task",)
+
+
+def setting_names() -> list[str]:
+    """Every key a config file, a recipe or `--set` may give (TrainConfig's fields)."""
+    return [f.name for f in dataclasses.fields(TrainConfig) if f.name not in _NOT_SETTINGS]
+
+
+def unknown_key_message(key: str, valid: list[str], where: str) -> str:
+    """'unknown key' naming the nearest valid one, as a user mistyping a setting needs."""
+    import difflib
+
+    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {near[0]!r}?" if near else f"; valid keys: {', '.join(valid)}"
+    return f"{where}: unknown key {key!r}{hint}"
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """One setting from TOML / --set into the type TrainConfig holds; refuses the wrong type."""
+
+    def bad(expected: str) -> FastmaskError:
+        return FastmaskError(f"{where}: {name} = {value!r}: expected {expected}")
+
+    default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
+    if name == "image_size" and isinstance(value, int) and not isinstance(value, bool):
+        value = [value, value]
+    if name == "drop_ages":
+        if isinstance(value, str):
+            return parse_age_ranges(value)
+        if isinstance(value, list) and all(
+            isinstance(r, list) and len(r) == 2 and all(isinstance(a, int) for a in r)
+            for r in value
+        ):
+            return tuple((int(a), int(b)) for a, b in value)
+        raise bad('ranges like "27-29,57-59" or [[27, 29], [57, 59]]')
+    if name == "class_weights" and isinstance(value, list):
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise bad("none, balanced or a list of numbers")
+        return ",".join(str(float(v)) for v in value)
+    if name in _TUPLE_FIELDS:
+        kind, count = _TUPLE_FIELDS[name]
+        ok = isinstance(value, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        )
+        if not ok or (count is not None and len(value) != count) or not value:
+            raise bad(f"a list of {count or 'some'} numbers")
+        if kind is int and not all(float(v).is_integer() for v in value):
+            raise bad(f"a list of {count} whole numbers")
+        return tuple(kind(v) for v in value)
+    if isinstance(default, bool) or name == "deterministic":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("a whole number")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad("a number")
+        return float(value)
+    if isinstance(default, str) or name in _OPTIONAL_STR:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    raise bad("a value of a known type")  # pragma: no cover - every field is covered above
+
+
+def config_values(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Settings from a file or `--set` (flag names, with '-' or '_') -> TrainConfig values.
+
+    `no_pretrained` and `no_corrections` are accepted as the flags spell them. Unknown keys
+    and wrong types are refused naming the key, the nearest valid one and `where`.
+    """
+    valid = setting_names()
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name == "no_pretrained":
+            name, value = "pretrained", not _coerce("cache", value, where)
+        elif name == "no_corrections":
+            flag = _coerce("cache", value, where)
+            name, value = "corrections", "none" if flag else "default"
+        if name not in valid:
+            raise FastmaskError(unknown_key_message(key, valid + ["no_pretrained"], where))
+        out[name] = _coerce(name, value, where)
+    return out
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """`--set key=value` pairs; the value is read as TOML (3, 1e-4, true, [96, 96], "x"),
+    and a bare word that is not TOML is a string (`--set model=resnet18`)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise FastmaskError(f"--set {item!r}: expected key=value")
+        out[key.strip()] = parse_toml_value(text.strip())
+    return out
+
+
+def parse_toml_value(text: str) -> Any:
+    toml = load_toml_module()
+    try:
+        return toml.loads(f"v = {text}")["v"]
+    except toml.TOMLDecodeError:
+        return text
+
+
+def load_toml_module() -> Any:
+    """tomllib (Python 3.11+) or its backport tomli, which has the same API."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; a syntax error names the file and line."""
+    toml = load_toml_module()
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise FastmaskError(f"cannot read {p}: {err.strerror or err}") from err
+    try:
+        return dict(toml.loads(text))
+    except toml.TOMLDecodeError as err:
+        raise FastmaskError(f"{p}: TOML syntax error: {err}") from err

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,13 +79,23 @@ def train_one_epoch(rt: Runtime, loader: Loader, epoch: int, steps: int) -> dict
             x = rt.prepare(images)
             targets = split_targets(labels.to(ctx.device, non_blocking=True), c.task)
             x, targets = mixer(x, targets)
-            with rt.autocast():
-                outputs = outputs_by_head(rt.model(x), c.task)
-            loss = rt.criterion(outputs, targets)
-            rt.optimizer.zero_grad(set_to_none=True)
-            rt.scaler.scale(loss).backward()
-            rt.scaler.step(rt.optimizer)
-            rt.scaler.update()
+            # One optimiser step per `accum_steps` batches; DDP syncs gradients only then.
+            first = step % c.accum_steps == 0
+            last = (step + 1) % c.accum_steps == 0 or step == steps - 1
+            if first:
+                rt.optimizer.zero_grad(set_to_none=True)
+            no_sync = getattr(rt.model, "no_sync", None)  # DDP only
+            sync = no_sync() if no_sync is not None and not last else nullcontext()
+            with sync:
+                with rt.autocast():
+                    outputs = outputs_by_head(rt.model(x), c.task)
+                loss = rt.criterion(outputs, targets)
+                rt.scaler.scale(loss / c.accum_steps).backward()
+            if last:
+                rt.scaler.step(rt.optimizer)
+                rt.scaler.update()
+                if rt.ema is not None:
+                    rt.ema.update(rt.raw_model)
             n = int(labels.shape[0])
             loss_sum += loss.detach().double() * n
             seen += n
@@ -134,6 +145,8 @@ def train_split(
         rt.raw_model.load_state_dict(ckpt["model"])
         rt.optimizer.load_state_dict(ckpt["optimizer"])
         rt.scaler.load_state_dict(ckpt["scaler"])
+        if rt.ema is not None:
+            rt.ema.model.load_state_dict(ckpt["ema"])
         state.update(ckpt["state"])
         log.info("resuming %s after epoch %d", run_dir, state["next_epoch"])
     if ctx.is_main:
@@ -178,7 +191,11 @@ def train_split(
             improved = False
             result = None
             if not extra:
-                result = evaluate(rt, split.val, val_loader)
+                # With EMA, the averaged weights are what is scored, selected and predicted.
+                ema_model = rt.ema.model if rt.ema is not None else None
+                result = evaluate(rt, split.val, val_loader, ema_model)
+                if ema_model is not None:
+                    row["val_macro_f1_raw"] = evaluate(rt, split.val, val_loader).macro_f1
                 row.update(
                     val_loss=result.loss, val_macro_f1=result.macro_f1, val_acc=result.accuracy
                 )

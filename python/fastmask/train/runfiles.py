@@ -107,6 +107,8 @@ def write_metrics(path: Path, history: list[dict[str, Any]], task: str) -> None:
     from fastmask.files import write_text_atomic
 
     columns = METRIC_COLUMNS + ([f"val_f1_{t}" for t in TASKS] if task == "multi" else [])
+    if any("val_macro_f1_raw" in row for row in history):
+        columns.append("val_macro_f1_raw")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -176,7 +178,17 @@ def checkpoint_payload(rt: Runtime, state: dict[str, Any], next_epoch: int) -> d
         "config": c.to_json(),
         "label_maps": label_maps(c.task),
         "state": json.loads(json.dumps(state, default=_json_default)),
+        **(
+            {"ema": rt.ema.model.state_dict(), "eval_weights": "ema"}
+            if rt.ema is not None
+            else {"eval_weights": "model"}
+        ),
     }
+
+
+def inference_weights(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The state dict that validation scored: the EMA weights when the run kept them."""
+    return dict(ckpt["ema"] if ckpt.get("eval_weights") == "ema" else ckpt["model"])
 
 
 def make_summary(

@@ -197,6 +197,7 @@ class Runtime:
     scaler: Any
     criterion: MultiTaskLoss
     autocast_dtype: torch.dtype | None
+    ema: WeightEma | None = None
 
     def autocast(self) -> Any:
         import torch
@@ -212,6 +213,33 @@ class Runtime:
         x = images.to(self.ctx.device, non_blocking=True)
         fmt = torch.channels_last if self.config.channels_last else torch.contiguous_format
         return x.contiguous(memory_format=fmt)
+
+
+class WeightEma:
+    """Exponential moving average of a model's weights and buffers (as timm's ModelEmaV2).
+
+    `model` is a frozen copy in eval mode; `update` after every optimiser step moves each
+    floating-point tensor towards the trained model's by (1 - decay) and copies the rest.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        import copy
+
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    def update(self, model: nn.Module) -> None:
+        import torch
+
+        with torch.no_grad():
+            mine = self.model.state_dict()
+            for name, value in model.state_dict().items():
+                if value.dtype.is_floating_point:
+                    mine[name].lerp_(value, 1.0 - self.decay)
+                else:
+                    mine[name].copy_(value)
 
 
 @contextmanager
@@ -257,6 +285,7 @@ def build_runtime(c: TrainConfig, ctx: Context, train_labels: np.ndarray) -> Run
     dtype = amp_dtype(c.amp, ctx.device)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=dtype == torch.float16)
     schedule = Schedule(c.scheduler, c.total_epochs, c.warmup_epochs, c.step_size, c.step_gamma)
+    ema = WeightEma(raw, c.ema_decay) if c.ema_decay > 0 else None
     return Runtime(
         config=c,
         ctx=ctx,
@@ -268,4 +297,5 @@ def build_runtime(c: TrainConfig, ctx: Context, train_labels: np.ndarray) -> Run
         scaler=scaler,
         criterion=build_criterion(c, train_labels).to(ctx.device),
         autocast_dtype=dtype,
+        ema=ema,
     )

@@ -22,6 +22,7 @@ from fastmask.train.splits import make_loader
 
 if TYPE_CHECKING:
     import pandas as pd
+    from torch import nn
 
     from fastmask.loader import Loader
     from fastmask.train.runtime import Runtime
@@ -76,8 +77,11 @@ def make_val_loader(c: TrainConfig, val: pd.DataFrame, ctx: Context) -> Loader |
     return make_loader(c, shard, task_labels(shard, c.task), ctx, train=False)
 
 
-def evaluate(rt: Runtime, val: pd.DataFrame, loader: Loader | None) -> Evaluation:
-    """Score the model on the validation rows (30/60 labels); ranks share the rows."""
+def evaluate(
+    rt: Runtime, val: pd.DataFrame, loader: Loader | None, model: nn.Module | None = None
+) -> Evaluation:
+    """Score the model (or `model`, e.g. the EMA weights) on the validation rows (30/60
+    labels); ranks share the rows."""
     import torch
 
     from fastmask.metrics import accuracy, macro_f1, per_class_f1
@@ -92,16 +96,17 @@ def evaluate(rt: Runtime, val: pd.DataFrame, loader: Loader | None) -> Evaluatio
         import torch.distributed as dist
 
         # BatchNorm statistics drift apart per rank; all ranks score with rank 0's.
-        for buffer in rt.raw_model.buffers():
+        for buffer in (model or rt.raw_model).buffers():
             dist.broadcast(buffer, 0)
-    rt.eval_model.eval()
+    net = model if model is not None else rt.eval_model
+    net.eval()
     if loader is not None:
         with torch.no_grad():
             for images, batch_labels in loader:
                 x = rt.prepare(images)
                 targets = split_targets(batch_labels.to(ctx.device), c.task)
                 with rt.autocast():
-                    outputs = outputs_by_head(rt.eval_model(x), c.task)
+                    outputs = outputs_by_head(net(x), c.task)
                 loss_sum += float(rt.criterion(outputs, targets)) * int(batch_labels.shape[0])
                 for t in head_list:
                     probs[t].append(torch.softmax(outputs[t].float(), dim=1).cpu().numpy())
