@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "fastmask.eda",
     "fastmask.bench",
     "fastmask.train",
+    "fastmask.run",
+    "fastmask.leaderboard",
     "fastmask.report",
     "fastmask.predict",
     "fastmask.combine",

@@ -19,7 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fastmask.data import INFO_CSV_COLUMNS, NUM_CLASSES, TASKS, decode_classes, read_csv_checked
+from fastmask.data import (
+    INFO_CSV_COLUMNS,
+    NUM_CLASSES,
+    TASKS,
+    decode_classes,
+    encode_class,
+    read_csv_checked,
+)
 from fastmask.errors import DataError
 from fastmask.files import write_csv_atomic
 
@@ -89,8 +96,13 @@ def combine(
     gender: str | Path | None = None,
     age: str | Path | None = None,
     multi: str | Path | None = None,
+    bias: Sequence[float] | None = None,
 ) -> pd.DataFrame:
-    """Write the submission from three task files or one multi file; returns it."""
+    """Write the submission from three task files or one multi file; returns it.
+
+    `bias` (18 values, from `fastmask run` with tune_bias) is added to the 18-class
+    log-probabilities before the argmax; without it each head's argmax is combined.
+    """
     sources: dict[str, tuple[str | Path, str]] = {}
     if multi is not None:
         if any(p is not None for p in (mask, gender, age)):
@@ -103,16 +115,41 @@ def combine(
             raise DataError(f"missing prediction file(s) for {', '.join(missing)} (or use --multi)")
         sources = {task: (p, "") for task, p in given.items() if p is not None}
     ids = read_info_ids(info)
-    labels = {}
+    probs = {}
     for task, (path, prefix) in sources.items():
-        probs = read_probabilities(path, task, prefix)
-        check_ids(path, probs.index.tolist(), ids)
-        labels[task] = probs.loc[ids].to_numpy().argmax(axis=1)
-    ans = labels["mask"] * 6 + labels["gender"] * 3 + labels["age"]
+        table = read_probabilities(path, task, prefix)
+        check_ids(path, table.index.tolist(), ids)
+        probs[task] = table.loc[ids].to_numpy()
+    ans = answers(probs, bias)
     submission = pd.DataFrame({"ImageID": ids, "ans": ans.astype(int)})
     write_csv_atomic(submission, out)
     log.info("wrote %s (%d rows)", out, len(submission))
     return submission
+
+
+def answers(probs: dict[str, np.ndarray], bias: Sequence[float] | None = None) -> np.ndarray:
+    """18-class answers from each head's [N, k] probabilities, with optional class biases."""
+    if bias is None:
+        picks = {t: p.argmax(axis=1) for t, p in probs.items()}
+        return np.asarray(encode_class(picks["mask"], picks["gender"], picks["age"]))
+    from fastmask.bias import biased_answers, joint_log_probs
+
+    values = np.asarray(bias, dtype=np.float64)
+    if values.shape != (NUM_CLASSES["class"],):
+        raise DataError(f"bias has {values.size} values; expected one per class (18)")
+    return biased_answers(joint_log_probs(probs), values)
+
+
+def read_bias(path: str | Path) -> list[float]:
+    """The applied biases of a `fastmask run` bias.json (its "bias" list)."""
+    import json
+
+    try:
+        raw = json.loads(Path(path).read_text())
+        values = [float(v) for v in raw["bias"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: expected JSON with a list 'bias' of 18 numbers") from err
+    return values
 
 
 def read_submission(path: str | Path) -> pd.DataFrame:
@@ -171,7 +208,16 @@ def vote(paths: Sequence[str | Path], out: str | Path, *, by: str = "task") -> p
 
 
 def _run_combine(args: argparse.Namespace) -> int:
-    combine(args.info, args.out, mask=args.mask, gender=args.gender, age=args.age, multi=args.multi)
+    bias = read_bias(args.bias) if args.bias else None
+    combine(
+        args.info,
+        args.out,
+        mask=args.mask,
+        gender=args.gender,
+        age=args.age,
+        multi=args.multi,
+        bias=bias,
+    )
     print(f"wrote {args.out}")
     return 0
 
@@ -192,6 +238,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gender", help="prediction CSV of the gender task (ImageID,p0,p1)")
     p.add_argument("--age", help="prediction CSV of the age task (ImageID,p0..p2)")
     p.add_argument("--multi", help="prediction CSV of a multi run (mask_p0 ... age_p2)")
+    p.add_argument("--bias", help="bias.json of `fastmask run` (tune_bias): 18 class biases")
     p.add_argument("--info", required=True, help="eval/info.csv: which rows, in which order")
     p.add_argument("--out", required=True, help="submission CSV to write")
     p.set_defaults(func=_run_combine)

@@ -142,11 +142,16 @@ def plot_curves(runs: Sequence[RunFiles], path: Path) -> Path:
 
 def plot_per_class_f1(run: RunFiles, path: Path) -> Path:
     """Horizontal bars of per-class F1 at the best epoch, with the macro mean as a line."""
-    plt = pyplot()
     per_class = run.summary.get("per_class_f1", {})
     if not per_class:
         raise FastmaskError(f"{run.folder}/summary.json has no per_class_f1 yet")
-    names, values = list(per_class), [float(v) for v in per_class.values()]
+    title = f"{run.label}: per-class F1 (epoch {run.summary.get('best_epoch')})"
+    return plot_f1_bars(list(per_class), [float(v) for v in per_class.values()], path, title)
+
+
+def plot_f1_bars(names: Sequence[str], values: Sequence[float], path: Path, title: str) -> Path:
+    """Horizontal F1 bars, one per class, with the macro mean as a dashed line."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 1.2 + 0.32 * len(names)))
     ax.barh(range(len(names)), values, color="tab:blue")
     for i, v in enumerate(values):
@@ -159,7 +164,7 @@ def plot_per_class_f1(run: RunFiles, path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlim(0, 1.0)
     ax.set_xlabel("F1")
-    ax.set_title(f"{run.label}: per-class F1 (epoch {run.summary.get('best_epoch')})", fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)

@@ -1,0 +1,151 @@
+"""`fastmask run`: the whole job from a recipe, its OOF file, resume, and refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fastmask import cli
+from fastmask.data import build_index
+from fastmask.errors import FastmaskError
+from fastmask.oof import PROB_COLUMNS
+from fastmask.recipe import load_recipe
+from fastmask.run import run_job
+
+# Three task models, two folds, two epochs each: small enough for 2 busy cores.
+TINY_RECIPE = """
+description = "tiny"
+tasks = ["mask", "gender", "age"]
+folds = 2
+seed = 1
+tune_bias = true
+
+[train]
+model = "resnet18"
+pretrained = false
+image_size = 32
+batch_size = 16
+lr = 1e-3
+epochs = 2
+max_steps = 2
+threads = 2
+prefetch = 2
+torch_threads = 1
+wandb = "disabled"
+
+[predict]
+tta = true
+batch_size = 32
+"""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fastmask.synth import write_synthetic
+
+    out = tmp_path_factory.mktemp("job") / "DATA"
+    write_synthetic(out, people=12, eval_people=2, seed=5, workers=2)
+    return out
+
+
+@pytest.fixture(scope="module")
+def recipe_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("recipe") / "tiny.toml"
+    path.write_text(TINY_RECIPE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished(data: Path, recipe_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("jobs") / "a"
+    assert cli.main(["run", str(recipe_path), "--data", str(data), "--out", str(out)]) == 0
+    return out
+
+
+def test_job_writes_every_output(finished: Path, data: Path):
+    for name in ("oof.csv", "submission.csv", "summary.json", "report.md", "recipe.json"):
+        assert (finished / name).stat().st_size > 0, name
+    for name in ("curves_mask.png", "curves_age.png", "oof_confusion.png", "oof_per_class_f1.png"):
+        assert (finished / "report" / name).read_bytes()[:4] == b"\x89PNG", name
+    s = json.loads((finished / "summary.json").read_text())
+    for key in ("recipe", "oof_macro_f1", "oof_accuracy", "eval_macro_f1", "wall_s",
+                "images_per_s", "per_fold", "bias"):  # fmt: skip
+        assert s[key] is not None, key
+    assert set(s["oof_per_task_f1"]) == {"mask", "gender", "age"}
+    assert [f["fold"] for f in s["per_fold"]] == [0, 1]
+    assert s["validation"] == "out-of-fold" and s["recipe"] == "tiny"
+    halves = s["bias"]["halves"]
+    assert len(halves) == 2 and all("heldout_after" in h for h in halves)
+    sub = pd.read_csv(finished / "submission.csv")
+    info = pd.read_csv(data / "eval" / "info.csv")
+    assert list(sub.columns) == ["ImageID", "ans"] and list(sub["ImageID"]) == list(info["ImageID"])
+    assert sub["ans"].between(0, 17).all()
+
+
+def test_oof_predicts_every_image_once_by_the_fold_that_held_it_out(finished: Path, data: Path):
+    oof = pd.read_csv(finished / "oof.csv")
+    index = build_index(data).frame
+    assert sorted(oof["path"]) == sorted(index["path"]) and oof["path"].is_unique
+    for task in ("mask", "gender", "age"):
+        for fold in (0, 1):
+            summary = json.loads((finished / task / f"fold{fold}" / "summary.json").read_text())
+            held = set(summary["val_people"])
+            # Every row of this fold is a held-out person of this fold, for every task.
+            assert set(oof.loc[oof["fold"] == fold, "person"]) == held
+    # A person's images are all in one fold.
+    assert (oof.groupby("person")["fold"].nunique() == 1).all()
+    probs = oof[[f"mask_p{k}" for k in range(3)]].sum(axis=1)
+    assert probs.between(0.999, 1.001).all()
+
+
+def test_a_finished_job_trains_nothing_and_a_changed_recipe_is_refused(
+    finished: Path, data: Path, recipe_path: Path
+):
+    stamps = {p: p.stat().st_mtime_ns for p in finished.rglob("*.pt")}
+    recipe = load_recipe(str(recipe_path))
+    summary = run_job(recipe, data, finished)
+    assert summary == json.loads((finished / "summary.json").read_text())
+    assert {p: p.stat().st_mtime_ns for p in finished.rglob("*.pt")} == stamps
+    with pytest.raises(FastmaskError, match=r"other settings: age\.lr .*gender\.lr .*mask\.lr"):
+        run_job(load_recipe(str(recipe_path), ["lr=0.01"]), data, finished)
+
+
+def test_resume_after_a_kill_in_fold_2_of_age_gives_the_same_oof(
+    finished: Path, data: Path, recipe_path: Path, tmp_path: Path, monkeypatch
+):
+    import fastmask.train.loop as loop
+
+    real = loop.train_one_epoch
+    calls = {"age": 0}
+
+    def killed_in_age_fold_2(rt, loader, epoch, steps):
+        if rt.config.task == "age":
+            calls["age"] += 1
+            if calls["age"] == 4:  # fold 2 (fold1), its second epoch
+                raise KeyboardInterrupt
+        return real(rt, loader, epoch, steps)
+
+    monkeypatch.setattr(loop, "train_one_epoch", killed_in_age_fold_2)
+    out = tmp_path / "b"
+    recipe = load_recipe(str(recipe_path))
+    with pytest.raises(KeyboardInterrupt):
+        run_job(recipe, data, out)
+    assert (out / "age" / "fold1" / "last.pt").exists()
+    assert not (out / "oof.csv").exists()
+    monkeypatch.setattr(loop, "train_one_epoch", real)
+    run_job(recipe, data, out)
+    columns = ["path", "fold", "pred"] + [c for cols in PROB_COLUMNS.values() for c in cols]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "oof.csv")[columns], pd.read_csv(finished / "oof.csv")[columns]
+    )
+    age = pd.read_csv(out / "age" / "fold1" / "metrics.csv")
+    assert list(age["epoch"]) == [1, 2]
+
+
+def test_run_refuses_bad_data_before_any_work(tmp_path: Path, capsys):
+    assert cli.main(["run", "demo", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "expected a data folder holding train/" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
