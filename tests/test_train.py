@@ -359,3 +359,32 @@ def test_missing_wandb_warns_and_continues(
     assert "wandb is not installed" in caplog.text
     tracker.log({"epoch": 1, "train_loss": 0.5})
     tracker.finish({})
+
+
+def test_ema_weights_are_scored_saved_and_predicted(data: Path, tmp_path: Path) -> None:
+    from fastmask.predict import load_model
+
+    run = tmp_path / "ema"
+    argv = ["mask", "--data", data, "--out", run, "--epochs", "2", "--max-steps", "3"]
+    assert train_cli(*argv, "--ema-decay", "0.5", *TINY) == 0
+    ckpt = load_checkpoint(run / "best.pt")
+    assert ckpt["eval_weights"] == "ema" and set(ckpt["ema"]) == set(ckpt["model"])
+    differs = [k for k, v in ckpt["model"].items() if not torch.equal(v, ckpt["ema"][k])]
+    assert differs, "the EMA weights should not equal the raw weights after training"
+    rows = read_metrics(run)
+    assert all(r["val_macro_f1_raw"] != "" for r in rows)
+    loaded = load_model(run / "best.pt", torch.device("cpu"))
+    for name, value in loaded.model.state_dict().items():
+        assert torch.equal(value, ckpt["ema"][name]), name
+
+
+def test_accumulation_steps_the_optimiser_once_per_n_batches(data: Path, tmp_path: Path) -> None:
+    def optimiser_steps(accum: str) -> int:
+        run = tmp_path / f"accum{accum}"
+        argv = ["gender", "--data", data, "--out", run, "--epochs", "1", "--max-steps", "5"]
+        assert train_cli(*argv, "--accum-steps", accum, *TINY) == 0
+        state = load_checkpoint(run / "last.pt")["optimizer"]["state"]
+        return int(next(iter(state.values()))["step"])
+
+    assert optimiser_steps("1") == 5
+    assert optimiser_steps("2") == 3  # 2 + 2 + the last, partial window
