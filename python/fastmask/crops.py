@@ -8,15 +8,39 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastmask.errors import FastmaskError
 
 if TYPE_CHECKING:
+    from fastmask.loader import AugmentConfig
     from fastmask.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
+
+# The centre crop of every preset when a run sets none (rust/augment.rs, the eval crop).
+EVAL_CROP = {"center_crop": [1.0, 0.75], "center_offset_y": -0.05}
+
+
+def eval_crop(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The centre crop a run (its config.json) frames images with, in eval and training."""
+    crop = dict(EVAL_CROP)
+    if config.get("center_crop") is not None:
+        crop["center_crop"] = [float(v) for v in config["center_crop"]]
+    return crop
+
+
+def loader_augment(preset: str, config: Mapping[str, Any]) -> AugmentConfig:
+    """The loader's augmentation: the run's preset with its framing knobs."""
+    from fastmask.loader import AugmentConfig
+
+    crop = config.get("center_crop")
+    return AugmentConfig(
+        preset or "none",
+        center_crop=None if crop is None else (float(crop[0]), float(crop[1])),
+    )
 
 
 def faces_path(c: TrainConfig, data: str | Path | None = None) -> Path:

@@ -38,6 +38,7 @@ from fastmask.classify import (
     read_metadata,
     sidecar_path,
 )
+from fastmask.crops import EVAL_CROP, eval_crop  # noqa: F401 - EVAL_CROP: the default
 from fastmask.errors import FastmaskError
 from fastmask.files import write_bytes_atomic
 from fastmask.predict import LoadedModel, find_checkpoints, load_model
@@ -50,8 +51,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 17
-# Eval crop of every preset (rust/augment.rs, AugmentConfig::eval); tests check it natively.
-EVAL_CROP = {"center_crop": [1.0, 0.75], "center_offset_y": -0.05}
 # Largest logit difference (relative to the logits' scale) accepted when an export is checked.
 VERIFY_TOLERANCE = 1e-3
 
@@ -95,7 +94,7 @@ def export_metadata(loaded: LoadedModel, fmt: str, file_name: str) -> dict[str, 
         "model": loaded.config.get("model", ""),
         "image_size": [h, w],
         "augment": loaded.augment,
-        "crop": dict(EVAL_CROP),
+        "crop": eval_crop(loaded.config),
         # A --crop face run was fed face boxes (faces.csv) grown by this margin per side; the
         # centre crop above applies only to images without a box.
         "face_crop": (

@@ -95,6 +95,7 @@ def predict_probabilities(
     """Softmax probabilities per head for `paths`, in order: {task: [N, classes]}."""
     import torch
 
+    from fastmask.crops import loader_augment
     from fastmask.loader import Loader
 
     probs: dict[str, list[np.ndarray]] = {h: [] for h in loaded.heads}
@@ -110,7 +111,7 @@ def predict_probabilities(
             batch_size=batch_size,
             image_size=loaded.image_size,
             train=False,
-            augment=loaded.augment,
+            augment=loader_augment(loaded.augment, loaded.config),
             threads=threads,
             crop_boxes=crop_boxes,
             device=device if device.type == "cuda" else None,

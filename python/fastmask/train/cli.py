@@ -54,7 +54,7 @@ def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     for key in ("image_size",):
         if key in given and len(given[key]) == 1:
             given[key] = (given[key][0], given[key][0])
-    for key in ("image_size", "age_bounds", "loss_weights", "task_weights"):
+    for key in ("image_size", "age_bounds", "loss_weights", "task_weights", "center_crop"):
         if key in given:
             given[key] = tuple(given[key])
     if args.resume is None:
@@ -175,6 +175,13 @@ def register(subparsers: Any) -> None:
     g.add_argument("--prefetch", type=int, help="batches decoded ahead (default 4)")
     g.add_argument("--cache", action="store_true", default=None, help="keep decoded images")
     g.add_argument("--augment", choices=("none", "light", "mask", "gender", "age"))
+    g.add_argument(
+        "--center-crop",
+        type=float,
+        nargs=2,
+        metavar=("W", "H"),
+        help="centre crop as fractions of width and height (default 1.0 0.75)",
+    )
     g.add_argument("--crop", choices=CROPS, help="center (default) or face: crop to face boxes")
     g.add_argument("--face-margin", type=float, help="face box grown by this fraction (0.3)")
     g.add_argument("--faces", metavar="FILE", help="face boxes CSV (default DATA/faces.csv)")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fastmask.crops import face_crop_boxes
+from fastmask.crops import face_crop_boxes, loader_augment
 from fastmask.errors import FastmaskError
 from fastmask.train.config import VAL_AGE_BOUNDS, TrainConfig
 from fastmask.train.distributed import Context
@@ -87,7 +87,7 @@ def make_loader(
         batch_size=c.batch_size,
         image_size=c.image_size,
         train=train,
-        augment=c.augment,
+        augment=loader_augment(c.augment, c.to_json()),
         crop_boxes=face_crop_boxes(c, frame["path"].tolist()),
         threads=c.threads or None,
         seed=c.seed,
