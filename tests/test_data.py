@@ -218,3 +218,29 @@ def test_kfold_covers_everyone_once():
         assert set(tr["person"]).isdisjoint(va["person"])
     with pytest.raises(DataError, match="folds must be >= 2"):
         D.kfold_people(frame, 1)
+
+
+def test_corrections_swap_or_set_any_file_and_skip_commented_lines(
+    quirky_data: Path, tmp_path: Path
+):
+    custom = tmp_path / "mine.csv"
+    custom.write_text(
+        "id,field,value,status,note\n"
+        "# 000001,gender,flip,default,commented out: not applied\n"
+        "000001,mask,swap:mask1:normal,default,\n"
+        "000002,mask,set:mask3:incorrect,default,\n"
+    )
+    frame = D.build_index(quirky_data, corrections=custom, use_cache=False).frame
+    one = frame[frame["id"] == "000001"].set_index("stem")
+    assert (one.loc["mask1", "mask"], one.loc["normal", "mask"], one.loc["mask2", "mask"]) == (
+        2,
+        0,
+        0,
+    )
+    assert set(one["gender"]) == {1}  # the commented flip did not apply
+    two = frame[frame["id"] == "000002"].set_index("stem")
+    assert two.loc["mask3", "mask"] == 1 and two.loc["mask3", "cls"] == 1 * 6 + 0 * 3 + 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,field,value\n# a comment\n000001,mask,swap:mask1:mask9\n")
+    with pytest.raises(DataError, match=r"bad.csv row 3: mask value 'swap:mask1:mask9'"):
+        D.build_index(quirky_data, corrections=bad, use_cache=False)

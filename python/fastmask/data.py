@@ -320,31 +320,71 @@ def read_csv_checked(path: Path, columns: Sequence[str]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------
 
 CORRECTION_COLUMNS = ["id", "field", "value"]
+MASK_CORRECTIONS = "swap_incorrect_normal, swap:STEM:STEM or set:STEM:wear|incorrect|not_wear"
+
+
+def parse_mask_correction(value: str) -> tuple[str, str, str]:
+    """A mask correction: ('swap', stem, stem) or ('set', stem, mask name)."""
+    if value == "swap_incorrect_normal":
+        return ("swap", "incorrect_mask", "normal")
+    parts = value.split(":")
+    if len(parts) == 3 and parts[1] in STEM_TO_MASK:
+        if parts[0] == "swap" and parts[2] in STEM_TO_MASK and parts[2] != parts[1]:
+            return ("swap", parts[1], parts[2])
+        if parts[0] == "set" and parts[2] in MASK_NAMES:
+            return ("set", parts[1], parts[2])
+    raise DataError(f"mask value {value!r}, expected {MASK_CORRECTIONS}")
+
+
+def read_corrections_csv(path: Path) -> pd.DataFrame:
+    """A corrections CSV; lines starting with # are comments (a correction not accepted)."""
+    import io
+
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read {path}: {err}") from err
+    kept = [line for line in lines if not line.lstrip().startswith("#")]
+    numbers = [i + 1 for i, line in enumerate(lines) if not line.lstrip().startswith("#")]
+    try:
+        table = pd.read_csv(io.StringIO("\n".join(kept)), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"cannot read {path}: {err}") from err
+    if list(table.columns[:3]) != CORRECTION_COLUMNS:
+        raise DataError(
+            f"{path} has columns {list(table.columns)}, expected {','.join(CORRECTION_COLUMNS)}"
+        )
+    table["line"] = [n for n, line in zip(numbers[1:], kept[1:], strict=True) if line.strip()]
+    return table
 
 
 def load_corrections(source: str | Path | None = "default", disputed: bool = False) -> pd.DataFrame:
     """The corrections table: 'default' (shipped with fastmask), a CSV path, or None (none).
 
-    Columns: id, field (gender | mask | age), value (male/female/flip, swap_incorrect_normal,
-    an age), status (default | disputed; disputed rows apply only with disputed=True).
+    Columns: id, field (gender | mask | age), value (male/female/flip; swap_incorrect_normal,
+    swap:STEM:STEM or set:STEM:MASK; an age), status (default | disputed; disputed rows apply
+    only with disputed=True). Lines starting with # are comments.
     """
     if source is None or source == "none":
         return pd.DataFrame(columns=[*CORRECTION_COLUMNS, "status"])
     if source == "default":
         with resources.as_file(resources.files("fastmask") / "resources" / "corrections.csv") as p:
-            table = read_csv_checked(Path(p), CORRECTION_COLUMNS)
+            table = read_corrections_csv(Path(p))
     else:
-        table = read_csv_checked(Path(source), CORRECTION_COLUMNS)
+        table = read_corrections_csv(Path(source))
     if "status" not in table.columns:
         table["status"] = "default"
-    for i, row in table.iterrows():
-        where = f"{source} row {int(str(i)) + 2}"
+    for _, row in table.iterrows():
+        where = f"{source} row {row['line']}"
         if row["field"] == "gender" and row["value"] not in ("male", "female", "flip"):
             raise DataError(
                 f"{where}: gender value {row['value']!r}, expected male, female or flip"
             )
-        if row["field"] == "mask" and row["value"] != "swap_incorrect_normal":
-            raise DataError(f"{where}: mask value {row['value']!r}, expected swap_incorrect_normal")
+        if row["field"] == "mask":
+            try:
+                parse_mask_correction(row["value"])
+            except DataError as err:
+                raise DataError(f"{where}: {err}") from err
         if row["field"] == "age" and not str(row["value"]).isdigit():
             raise DataError(f"{where}: age value {row['value']!r}, expected an integer age")
         if row["field"] not in ("gender", "mask", "age"):
@@ -377,8 +417,12 @@ def apply_corrections(
         elif row.field == "age":
             frame.loc[sel, "age"] = int(row.value)
         elif row.field == "mask":
-            m = frame.loc[sel, "mask"]
-            frame.loc[sel, "mask"] = m.where(~m.isin([1, 2]), 3 - m)
+            op, stem, other = parse_mask_correction(str(row.value))
+            if op == "set":
+                frame.loc[sel & (frame["stem"] == stem), "mask"] = MASK_NAMES.index(other)
+            else:
+                a, b = sel & (frame["stem"] == stem), sel & (frame["stem"] == other)
+                frame.loc[a, "mask"], frame.loc[b, "mask"] = STEM_TO_MASK[other], STEM_TO_MASK[stem]
     if exclude:
         frame = frame[~frame["id"].isin(touched)]
     return frame.reset_index(drop=True), len(touched)
