@@ -27,32 +27,23 @@ build: venv
 	VIRTUAL_ENV=$(abspath $(VENV)) PATH=$(abspath $(VENV))/bin:$$PATH \
 		$(VENV)/bin/maturin develop --release --uv -q
 
-# The whole job on synthetic data, small enough for 2 CPU cores in a few minutes:
-# synth -> eda -> train mask, gender, age -> predict -> combine -> evaluate.
-# Mask (5:1:1, incorrect vs worn is subtle) learns slowest, gender fastest.
-DEMO_TRAIN = --model resnet18 --no-pretrained --image-size 96 --batch-size 32 --lr 1e-3 \
-	--warmup-epochs 0.5 --threads 1 --torch-threads 1 --wandb disabled
-define demo_task
-$(PY) -m fastmask train $(1) --data $(DEMO_DIR)/data --out $(DEMO_DIR)/runs/$(1) --epochs $(2) $(DEMO_TRAIN)
-$(PY) -m fastmask predict $(DEMO_DIR)/runs/$(1) --data $(DEMO_DIR)/data/eval --out $(DEMO_DIR)/pred/$(1).csv --tta
-endef
+# The whole job on synthetic data, sized for 2 CPU cores: synth -> eda -> `fastmask run demo`
+# (faces if the recipe crops to faces, K folds, out-of-fold score, class biases, the fold
+# ensemble's submission, evaluation against the synthetic truth, report).
+DEMO_PEOPLE ?= 160
+DEMO_EVAL_PEOPLE ?= 100
 demo: build
 	rm -rf $(DEMO_DIR)
-	$(PY) -m fastmask synth --out $(DEMO_DIR)/data --people 160 --eval-people 40 --seed 0
-	$(PY) -m fastmask eda $(DEMO_DIR)/data --out $(DEMO_DIR)/eda
-	$(call demo_task,mask,6)
-	$(call demo_task,gender,3)
-	$(call demo_task,age,4)
-	$(PY) -m fastmask report $(DEMO_DIR)/runs/mask $(DEMO_DIR)/runs/gender $(DEMO_DIR)/runs/age \
-		--out $(DEMO_DIR)/report
-	$(PY) -m fastmask combine --mask $(DEMO_DIR)/pred/mask.csv --gender $(DEMO_DIR)/pred/gender.csv \
-		--age $(DEMO_DIR)/pred/age.csv --info $(DEMO_DIR)/data/eval/info.csv \
-		--out $(DEMO_DIR)/submission.csv
-	$(PY) -m fastmask evaluate --pred $(DEMO_DIR)/submission.csv \
-		--truth $(DEMO_DIR)/data/eval/truth.csv --out $(DEMO_DIR)/evaluation
-	@echo
-	@echo "demo done: submission $(DEMO_DIR)/submission.csv; plots in $(DEMO_DIR)/eda,"
-	@echo "$(DEMO_DIR)/report and $(DEMO_DIR)/evaluation; runs in $(DEMO_DIR)/runs"
+	start=$$(date +%s); \
+	$(PY) -m fastmask synth --out $(DEMO_DIR)/data --people $(DEMO_PEOPLE) \
+		--eval-people $(DEMO_EVAL_PEOPLE) --seed 0 && \
+	$(PY) -m fastmask eda $(DEMO_DIR)/data --out $(DEMO_DIR)/eda && \
+	$(PY) -m fastmask run demo --data $(DEMO_DIR)/data --out $(DEMO_DIR)/job && \
+	echo && echo "demo done in $$(( $$(date +%s) - start )) s after the build:" && \
+	echo "  submission  $(DEMO_DIR)/job/submission.csv" && \
+	echo "  summary     $(DEMO_DIR)/job/report.md (figures in $(DEMO_DIR)/job/report/)" && \
+	echo "  data plots  $(DEMO_DIR)/eda/" && \
+	echo "  again:      $(PY) -m fastmask run demo --data $(DEMO_DIR)/data --out $(DEMO_DIR)/job"
 
 lint: venv
 	$(VENV)/bin/ruff check python tests benches
