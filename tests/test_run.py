@@ -149,3 +149,50 @@ def test_run_refuses_bad_data_before_any_work(tmp_path: Path, capsys):
     assert cli.main(["run", "demo", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "expected a data folder holding train/" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_suspects_of_a_finished_job(finished: Path, tmp_path: Path):
+    out = tmp_path / "suspects"
+    assert cli.main(["suspects", str(finished), "--top", "8", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "suspects.csv")
+    assert len(table) <= 8 and {"task", "person", "given", "suggested", "score"} <= set(table)
+    assert table["score"].is_monotonic_decreasing
+    if len(table):
+        assert (out / "suspects_01.png").read_bytes()[:4] == b"\x89PNG"
+    from fastmask.data import load_corrections
+
+    assert load_corrections(out / "corrections.csv").empty  # all commented out
+
+
+def test_suspects_needs_folds(tmp_path: Path, capsys):
+    (tmp_path / "summary.json").write_text(json.dumps({"validation": "holdout"}))
+    (tmp_path / "oof.csv").write_text("path\n")
+    assert cli.main(["suspects", str(tmp_path)]) == 2
+    assert "single split" in capsys.readouterr().err
+
+
+def test_suspects_warn_when_the_data_changed(finished: Path, data: Path, tmp_path: Path):
+    import shutil
+
+    from fastmask.suspects import write_suspects
+
+    moved, job = tmp_path / "DATA", tmp_path / "job"
+    shutil.copytree(data, moved)
+    shutil.copytree(finished, job)
+    summary = json.loads((job / "summary.json").read_text())
+    (job / "summary.json").write_text(json.dumps({**summary, "data": str(moved)}))
+    assert write_suspects(job, tmp_path / "same")[1] == []
+    # Relabel one person: rename the folder (female <-> male) and its train.csv row.
+    folder = sorted((moved / "train" / "images").glob("[0-9]*_female_*"))[0]
+    folder.rename(folder.with_name(folder.name.replace("_female_", "_male_")))
+    csv = moved / "train" / "train.csv"
+    pid = folder.name.split("_")[0]
+    lines = [
+        line.replace(",female,", ",male,").replace("_female_", "_male_")
+        if line.startswith(pid + ",") else line
+        for line in csv.read_text().splitlines()
+    ]  # fmt: skip
+    csv.write_text("\n".join(lines) + "\n")
+    warnings = write_suspects(job, tmp_path / "changed")[1]
+    assert len(warnings) == 1 and "changed after the job trained" in warnings[0]
+    assert "7 images added and 7 removed" in warnings[0]

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "fastmask.train",
     "fastmask.run",
     "fastmask.leaderboard",
+    "fastmask.suspects",
     "fastmask.report",
     "fastmask.predict",
     "fastmask.combine",

@@ -1,0 +1,93 @@
+"""Label suspects: confident learning on OOF probabilities, per image and per person."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fastmask import data as D
+from fastmask.suspects import (
+    age_for_band,
+    confident_suspects,
+    corrections_text,
+    find_suspects,
+)
+
+STEMS = ["mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal"]
+
+
+def confident(label: int, k: int, rng: np.random.Generator, strength: float = 0.85) -> list[float]:
+    p = rng.dirichlet(np.ones(k)) * (1 - strength)
+    p[label] += strength
+    return list(p)
+
+
+def oof_with_errors(seed: int = 0) -> pd.DataFrame:
+    """60 people whose OOF probabilities back their labels, except three injected errors:
+    person 3's gender, person 5's age band and person 7's mask1 <-> normal files."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(60):
+        gender, age = i % 2, [22, 45, 65][i % 3]
+        band = int(D.age_band(age))
+        person = f"{i:06d}_{D.GENDER_NAMES[gender]}_Asian_{age}"
+        seen_gender = 1 - gender if i == 3 else gender
+        seen_band = 0 if i == 5 else band  # person 5 is 45 but looks under 30
+        for stem in STEMS:
+            mask = D.STEM_TO_MASK[stem]
+            seen_mask = {"mask1": 2, "normal": 0}.get(stem, mask) if i == 7 else mask
+            row = {"path": f"/d/{person}/{stem}.jpg", "person": person, "fold": i % 3,
+                   "mask": mask, "gender": gender, "age_band": band}  # fmt: skip
+            for head, label, k in (("mask", seen_mask, 3), ("gender", seen_gender, 2),
+                                   ("age", seen_band, 3)):  # fmt: skip
+                for j, p in enumerate(confident(label, k, rng)):
+                    row[f"{head}_p{j}"] = p
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_confident_learning_flags_only_confident_disagreement():
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8], [0.3, 0.7], [0.6, 0.4]])
+    given = np.array([0, 0, 1, 0, 1])
+    suggested, score = confident_suspects(probs, given)
+    # t0 = mean(0.9, 0.8, 0.3) = 0.667, t1 = mean(0.8, 0.4) = 0.6
+    assert list(suggested) == [-1, -1, -1, 1, -1]
+    assert score[3] == pytest.approx(0.4)
+
+
+def test_injected_errors_rank_first_with_the_right_corrections():
+    table = find_suspects(oof_with_errors())
+    top = table.head(3)
+    assert set(top["task"]) == {"mask", "gender", "age"}
+    swap = top[top["task"] == "mask"].iloc[0]
+    assert swap["kind"] == "swap" and swap["correction"] == "swap:mask1:normal"
+    assert swap["person"].startswith("000007_")
+    gender = top[top["task"] == "gender"].iloc[0]
+    assert gender["person"].startswith("000003_") and gender["correction"] == "male"
+    age = top[top["task"] == "age"].iloc[0]
+    assert age["person"].startswith("000005_") and age["correction"] == "29"
+    assert list(table["rank"]) == list(range(1, len(table) + 1))
+    assert table["score"].is_monotonic_decreasing
+
+
+def test_corrections_round_trip_through_the_loader(tmp_path: Path):
+    table = find_suspects(oof_with_errors()).head(3)
+    text = corrections_text(table)
+    lines = [line for line in text.splitlines() if not line.startswith("# ") and line]
+    assert lines == ["id,field,value,status,note"], "every suggestion must start commented out"
+    path = tmp_path / "corrections.csv"
+    path.write_text(text)
+    assert D.load_corrections(path).empty
+    accepted = "\n".join(line[2:] if line.startswith("# 0") else line for line in text.splitlines())
+    path.write_text(accepted + "\n")
+    loaded = D.load_corrections(path)
+    assert sorted(loaded["field"]) == ["age", "gender", "mask"]
+    assert set(loaded["value"]) == {"swap:mask1:normal", "male", "29"}
+
+
+def test_age_for_band_is_the_nearest_age_in_the_band():
+    assert [age_for_band(45, 0), age_for_band(29, 1), age_for_band(58, 2)] == [29, 30, 60]
+    assert [age_for_band(62, 1), age_for_band(40, 1), age_for_band(25, 0)] == [59, 40, 25]
