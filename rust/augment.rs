@@ -307,6 +307,32 @@ pub fn process_into(
     out_h: usize,
 ) -> Result<()> {
     check_image(img)?;
+    process_region(
+        img,
+        crop_region(img, crop, cfg),
+        cfg,
+        train,
+        rng,
+        target,
+        out_w,
+        out_h,
+    )
+}
+
+/// `process_into` from a crop region already in `img`'s pixel coordinates (see
+/// `working_image`, which the pipeline's cache uses).
+#[allow(clippy::too_many_arguments)]
+pub fn process_region(
+    img: &Image,
+    region: Region,
+    cfg: &AugmentConfig,
+    train: bool,
+    rng: &mut Rng,
+    target: Target<'_>,
+    out_w: usize,
+    out_h: usize,
+) -> Result<()> {
+    check_image(img)?;
     let want = out_w.checked_mul(out_h).and_then(|n| n.checked_mul(3));
     let have = match &target {
         Target::U8(out) => out.len(),
@@ -318,7 +344,7 @@ pub fn process_into(
         )));
     }
     cfg.validate()?;
-    let mut region = crop_region(img, crop, cfg);
+    let mut region = fit_region(region, img.width as f32, img.height as f32);
     let mut angle = 0.0;
     if train {
         if rng.chance(cfg.rrc_p) {
@@ -563,6 +589,19 @@ pub fn resize_into(img: &Image, region: Region, out: &mut [u8], out_w: usize, ou
         copy_region(img, x, y, out, out_w, out_h);
         return Ok(());
     }
+    let window = [region.x, region.y, region.w, region.h].map(f64::from);
+    resize_window(img, window, out, out_w, out_h)
+}
+
+/// Resize the window [x, y, w, h] (f64 pixels) of `img` into `out`. Output pixel i samples
+/// around x + (i + 0.5) * w / out_w; the filter reads past the window, up to the image edge.
+fn resize_window(
+    img: &Image,
+    [x, y, w, h]: [f64; 4],
+    out: &mut [u8],
+    out_w: usize,
+    out_h: usize,
+) -> Result<()> {
     let dim = |v: usize| u32::try_from(v).map_err(|_| Error::Invalid(format!("size {v} too large")));
     let src = fr::images::ImageRef::new(dim(img.width)?, dim(img.height)?, &img.data, fr::PixelType::U8x3)
         .map_err(|e| Error::Invalid(format!("resize source: {e}")))?;
@@ -570,13 +609,13 @@ pub fn resize_into(img: &Image, region: Region, out: &mut [u8], out_w: usize, ou
         .map_err(|e| Error::Invalid(format!("resize destination: {e}")))?;
     // fast_image_resize checks start + len <= size exactly in f64; f32 clamping can overshoot
     // by a rounding step (found by cargo fuzz), so clamp once more in f64.
-    let fit64 = |start: f32, len: f32, max: usize| {
+    let fit64 = |start: f64, len: f64, max: usize| {
         let max = max as f64;
-        let len = f64::from(len).min(max);
-        (f64::from(start).clamp(0.0, (max - len).max(0.0)), len)
+        let len = len.min(max);
+        (start.clamp(0.0, (max - len).max(0.0)), len)
     };
-    let (x, w) = fit64(region.x, region.w, img.width);
-    let (y, h) = fit64(region.y, region.h, img.height);
+    let (x, w) = fit64(x, w, img.width);
+    let (y, h) = fit64(y, h, img.height);
     let options = fr::ResizeOptions::new()
         .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
         .crop(x, y, w, h);
@@ -587,15 +626,23 @@ pub fn resize_into(img: &Image, region: Region, out: &mut [u8], out_w: usize, ou
     result.map_err(|e| Error::Invalid(format!("resize: {e}")))
 }
 
-/// Where to copy from when `region` is within half a pixel of the output size (a cached
-/// image at its working scale): resampling would only blur, so the pixels are copied from
-/// the nearest whole offset. None when a resize is needed.
+/// How far (in pixels) a region may be from whole-pixel bounds and still be copied: f32
+/// rounding of an aligned region, far below a visible shift.
+const COPY_TOLERANCE: f32 = 0.01;
+
+/// Where to copy from when `region` is the output size at a whole-pixel offset (a cached
+/// image at its working scale, see `working_image`): resampling would change nothing. None
+/// when a resize is needed; copying a region off the pixel grid would shift the image.
 fn copy_offset(img: &Image, region: Region, out_w: usize, out_h: usize) -> Option<(usize, usize)> {
     let region = fit_region(region, img.width as f32, img.height as f32);
-    let close = (region.w - out_w as f32).abs() <= 0.5 && (region.h - out_h as f32).abs() <= 0.5;
-    let x = (region.x.round().max(0.0) as usize).min(img.width.saturating_sub(out_w));
-    let y = (region.y.round().max(0.0) as usize).min(img.height.saturating_sub(out_h));
-    (close && x + out_w <= img.width && y + out_h <= img.height).then_some((x, y))
+    let near = |a: f32, b: f32| (a - b).abs() <= COPY_TOLERANCE;
+    let aligned = near(region.w, out_w as f32)
+        && near(region.h, out_h as f32)
+        && near(region.x, region.x.round())
+        && near(region.y, region.y.round());
+    let x = region.x.round().max(0.0) as usize;
+    let y = region.y.round().max(0.0) as usize;
+    (aligned && x + out_w <= img.width && y + out_h <= img.height).then_some((x, y))
 }
 
 /// Copy the out_w x out_h block at (x, y) of `img` into `out` (bounds from `copy_offset`).
@@ -626,6 +673,91 @@ pub fn resize_image(img: &Image, width: usize, height: usize) -> Result<Image> {
         source_width: img.source_width,
         source_height: img.source_height,
     })
+}
+
+/// A cache's working image: `img` resampled by `scale` (x, y) so that `region` starts on a
+/// whole pixel, and `region` in the result's coordinates. With the output's scale, the region
+/// is then the output size on the pixel grid, so `process_region` copies it, and the copy is
+/// the block a direct resize of `region` would give (the resizer reads past a crop window, so
+/// a block of a larger resize is the same resize). An axis with scale >= 1 is kept as it is.
+pub fn working_image(img: Image, region: Region, scale: (f64, f64)) -> Result<(Image, Region)> {
+    check_image(&img)?;
+    let region = fit_region(region, img.width as f32, img.height as f32);
+    let x = WorkingAxis::new(region.x, region.w, img.width, scale.0);
+    let y = WorkingAxis::new(region.y, region.h, img.height, scale.1);
+    let work = Region {
+        x: x.region_start,
+        y: y.region_start,
+        w: x.region_len,
+        h: y.region_len,
+    };
+    if x.len == img.width && y.len == img.height && x.origin == 0.0 && y.origin == 0.0 {
+        return Ok((img, work));
+    }
+    let mut data = vec![0u8; x.len * y.len * 3];
+    resize_window(
+        &img,
+        [x.origin, y.origin, x.window, y.window],
+        &mut data,
+        x.len,
+        y.len,
+    )?;
+    let img = Image {
+        width: x.len,
+        height: y.len,
+        data,
+        source_width: img.source_width,
+        source_height: img.source_height,
+    };
+    Ok((img, work))
+}
+
+/// One axis of `working_image`: the source window [origin, origin + window] becomes `len`
+/// pixels, and the region starts at `region_start` (a whole pixel when it fits the grid).
+struct WorkingAxis {
+    origin: f64,
+    window: f64,
+    len: usize,
+    region_start: f32,
+    region_len: f32,
+}
+
+impl WorkingAxis {
+    fn new(start: f32, len: f32, size: usize, scale: f64) -> Self {
+        let (start64, len64, size64) = (f64::from(start), f64::from(len), size as f64);
+        let whole = |origin: f64, n: usize| {
+            // The rest of the image onto whole pixels: the region keeps all of itself.
+            let k = n as f64 / (size64 - origin);
+            WorkingAxis {
+                origin,
+                window: size64 - origin,
+                len: n,
+                region_start: ((start64 - origin) * k) as f32,
+                region_len: (len64 * k) as f32,
+            }
+        };
+        if !(scale.is_finite() && scale > 0.0 && scale < 1.0) {
+            return whole(0.0, size);
+        }
+        let skip = (start64 * scale).floor();
+        let origin = (start64 - skip / scale).clamp(0.0, size64);
+        // Whole pixels between the origin and the image edge; the epsilon keeps a pixel that
+        // f64 rounding would lose.
+        let fit = ((size64 - origin) * scale + 1e-6).floor();
+        if skip + len64 * scale > fit + 1e-6 {
+            // The region ends in the last, partial pixel: stretch the grid a little instead of
+            // cutting the region, whose size the random crops depend on.
+            let n = ((size64 - origin) * scale - 1e-6).ceil().max(1.0) as usize;
+            return whole(origin, n);
+        }
+        WorkingAxis {
+            origin,
+            window: (fit / scale).min(size64 - origin),
+            len: (fit as usize).max(1),
+            region_start: skip as f32,
+            region_len: (len64 * scale) as f32,
+        }
+    }
 }
 
 /// Crop `region`, rotate it by `angle_deg` about its centre (positive = counter-clockwise)
@@ -1554,6 +1686,69 @@ mod tests {
             assert!((d - want).abs() < 1e-4, "{i}: {d} vs {want}");
         }
         assert!(normalize_into(&src, &mut dst[1..], mean, std).is_err());
+    }
+
+    /// The cache's working image at the output's scale holds the crop on the pixel grid, so
+    /// `process_region` copies exactly what a direct resize of the crop gives.
+    #[test]
+    fn working_image_at_the_output_scale_copies_the_direct_resize() {
+        let img = Image::from_rgb(301, 411, noise_image(301, 411, 4)).unwrap();
+        let cfg = AugmentConfig::eval();
+        for (out_w, out_h) in [(64, 48), (100, 100), (224, 224), (37, 91)] {
+            let region = crop_region(&img, None, &cfg);
+            let mut direct = vec![0u8; out_w * out_h * 3];
+            resize_into(&img, region, &mut direct, out_w, out_h).unwrap();
+            let scale = (
+                out_w as f64 / f64::from(region.w),
+                out_h as f64 / f64::from(region.h),
+            );
+            let (work, at) = working_image(img.clone(), region, scale).unwrap();
+            assert!(
+                copy_offset(&work, at, out_w, out_h).is_some(),
+                "{at:?} in {work:?}"
+            );
+            let mut copied = vec![0u8; direct.len()];
+            let target = Target::U8(&mut copied);
+            process_region(&work, at, &cfg, false, &mut Rng::new(0), target, out_w, out_h).unwrap();
+            let worst = direct.iter().zip(&copied).map(|(a, b)| a.abs_diff(*b)).max();
+            assert!(worst <= Some(1), "{out_w}x{out_h}: off by {worst:?}");
+        }
+    }
+
+    /// A working image keeps all of the crop region (random crops depend on its size) and
+    /// maps it in proportion.
+    #[test]
+    fn working_image_never_cuts_the_region() {
+        let img = coords(203, 157);
+        let mut rng = Rng::new(8);
+        for _ in 0..500 {
+            let w = rng.uniform(1.0, 203.0);
+            let h = rng.uniform(1.0, 157.0);
+            let region = Region {
+                x: rng.uniform(0.0, 203.0 - w),
+                y: rng.uniform(0.0, 157.0 - h),
+                w,
+                h,
+            };
+            let scale = (rng.uniform(0.05, 1.2) as f64, rng.uniform(0.05, 1.2) as f64);
+            let (work, at) = working_image(img.clone(), region, scale).unwrap();
+            assert!(at.x >= 0.0 && at.y >= 0.0, "{at:?}");
+            assert!(
+                at.x + at.w <= work.width as f32 + 1e-3,
+                "{region:?} {scale:?} -> {at:?} {work:?}"
+            );
+            assert!(
+                at.y + at.h <= work.height as f32 + 1e-3,
+                "{region:?} {scale:?} -> {at:?} {work:?}"
+            );
+            // The scale asked for, or a grid stretched by less than one pixel over the rest.
+            let sx = scale.0.min(1.0) as f32;
+            let stretch = 1.0 / (203.0 - 1.0 / sx);
+            assert!(
+                (at.w / region.w - sx).abs() <= stretch + 1e-4,
+                "{region:?} {scale:?} -> {at:?}"
+            );
+        }
     }
 
     /// Found by cargo fuzz: f32 clamping let y + h exceed the image height by a rounding step,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rayon::prelude::*;
 
-use crate::augment::{self, AugmentConfig, CropBox};
+use crate::augment::{self, AugmentConfig, CropBox, Region};
 use crate::decode::{self, DecodeOptions, Image};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -74,7 +74,7 @@ struct Shared {
     boxes: Option<Vec<Option<CropBox>>>,
     class_members: Vec<Vec<usize>>,
     cfg: PipelineConfig,
-    cache: Vec<OnceLock<Arc<Image>>>,
+    cache: Vec<OnceLock<Arc<Working>>>,
     cache_used: AtomicUsize,
     generation: AtomicU64,
     state: Mutex<State>,
@@ -362,10 +362,37 @@ fn working_scale(cfg: &PipelineConfig, src_w: usize, src_h: usize, crop: Option<
     (cfg.out_w as f64 / rw).max(cfg.out_h as f64 / rh).min(1.0)
 }
 
-/// Decode one image at the working scale (DCT-scaled when possible, then resized).
-fn load_working(shared: &Shared, index: usize) -> Result<Arc<Image>> {
-    if let Some(img) = shared.cache[index].get() {
-        return Ok(Arc::clone(img));
+/// An image ready for `augment::process_region`: pixels and the deterministic crop region
+/// in them.
+struct Working {
+    img: Image,
+    region: Region,
+}
+
+/// The scale (x, y) of a cache's working image against the decoded one: the output's scale
+/// of the crop region, so that eval copies it (see `augment::working_image`). Training keeps
+/// one scale for both axes (rotations stay rotations), enlarged so the smallest random-resized
+/// crop still covers the output at full resolution. Never above 1: no upscaling.
+fn cache_scale(cfg: &PipelineConfig, region: Region) -> (f64, f64) {
+    let sx = cfg.out_w as f64 / f64::from(region.w);
+    let sy = cfg.out_h as f64 / f64::from(region.h);
+    let (sx, sy) = if cfg.train {
+        let mut s = sx.max(sy);
+        if cfg.augment.rrc_p > 0.0 {
+            s /= (cfg.augment.rrc_scale.0.clamp(0.01, 1.0) as f64).sqrt();
+        }
+        (s, s)
+    } else {
+        (sx, sy)
+    };
+    (sx.min(1.0), sy.min(1.0))
+}
+
+/// Decode one image (DCT-scaled when possible) and, for a caching loader, resample it to its
+/// working scale.
+fn load_working(shared: &Shared, index: usize) -> Result<Arc<Working>> {
+    if let Some(work) = shared.cache[index].get() {
+        return Ok(Arc::clone(work));
     }
     let cfg = &shared.cfg;
     let path = &shared.paths[index];
@@ -383,33 +410,30 @@ fn load_working(shared: &Shared, index: usize) -> Result<Arc<Image>> {
         min_size: Some((work_w, work_h)),
         ..cfg.decode
     };
-    let mut img = decode::decode_image(&bytes, &opts).map_err(|e| e.with_path(path))?;
+    let img = decode::decode_image(&bytes, &opts).map_err(|e| e.with_path(path))?;
+    let region = augment::crop_region(&img, crop, &cfg.augment);
     if !cfg.cache {
         // Nothing is kept: resizing twice would only cost time and sharpness.
-        return Ok(Arc::new(img));
+        return Ok(Arc::new(Working { img, region }));
     }
-    // Cached or not, every image of a caching loader goes through the same working size, so
+    // Cached or not, every image of a caching loader goes through the same working image, so
     // batches do not depend on which images fit under the cap.
-    if img.width != work_w || img.height != work_h {
-        img = augment::resize_image(&img, work_w, work_h).map_err(|e| e.with_path(path))?;
-    }
+    let (mut img, region) =
+        augment::working_image(img, region, cache_scale(cfg, region)).map_err(|e| e.with_path(path))?;
     img.data.shrink_to_fit();
-    let img = Arc::new(img);
-    if cfg.cache {
-        let bytes = img.data.len();
-        let cap = cfg.cache_bytes.unwrap_or(usize::MAX);
-        let before = shared.cache_used.fetch_add(bytes, Ordering::SeqCst);
-        if before.saturating_add(bytes) > cap || shared.cache[index].set(Arc::clone(&img)).is_err() {
-            shared.cache_used.fetch_sub(bytes, Ordering::SeqCst);
-        }
+    let work = Arc::new(Working { img, region });
+    let bytes = work.img.data.len();
+    let cap = cfg.cache_bytes.unwrap_or(usize::MAX);
+    let before = shared.cache_used.fetch_add(bytes, Ordering::SeqCst);
+    if before.saturating_add(bytes) > cap || shared.cache[index].set(Arc::clone(&work)).is_err() {
+        shared.cache_used.fetch_sub(bytes, Ordering::SeqCst);
     }
-    Ok(img)
+    Ok(work)
 }
 
 fn make_sample(shared: &Shared, index: usize, rng: &mut Rng, out: &mut [u8]) -> Result<()> {
     let cfg = &shared.cfg;
-    let img = load_working(shared, index)?;
-    let crop = shared.boxes.as_ref().and_then(|b| b[index]);
+    let work = load_working(shared, index)?;
     let target = match cfg.normalize {
         None => augment::Target::U8(out),
         Some((mean, std)) => {
@@ -426,9 +450,9 @@ fn make_sample(shared: &Shared, index: usize, rng: &mut Rng, out: &mut [u8]) -> 
             }
         }
     };
-    augment::process_into(
-        &img,
-        crop,
+    augment::process_region(
+        &work.img,
+        work.region,
         &cfg.augment,
         cfg.train,
         rng,
