@@ -175,16 +175,9 @@ fn augment_image<'py>(
     let mut out = vec![0u8; out_w * out_h * 3];
     py.detach(|| {
         let mut rng = rng::Rng::derive(&[seed]);
-        augment::process(
-            &img,
-            crop_box(crop),
-            &cfg,
-            train,
-            &mut rng,
-            &mut out,
-            out_w,
-            out_h,
-        )
+        let region = augment::crop_region(&img, crop_box(crop), &cfg);
+        let target = augment::Target::u8(&mut out, out_w, out_h)?;
+        augment::process(&img, region, &cfg, train, &mut rng, target)
     })
     .map_err(PyError)?;
     image_to_numpy(

@@ -17,6 +17,7 @@ use std::time::Duration;
 use rayon::prelude::*;
 
 use crate::augment::{self, AugmentConfig, CropBox, Region};
+use crate::color::Output;
 use crate::decode::{self, DecodeOptions, Image};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -362,7 +363,7 @@ fn working_scale(cfg: &PipelineConfig, src_w: usize, src_h: usize, crop: Option<
     (cfg.out_w as f64 / rw).max(cfg.out_h as f64 / rh).min(1.0)
 }
 
-/// An image ready for `augment::process_region`: pixels and the deterministic crop region
+/// An image ready for `augment::process`: pixels and the deterministic crop region
 /// in them.
 struct Working {
     img: Image,
@@ -434,8 +435,8 @@ fn load_working(shared: &Shared, index: usize) -> Result<Arc<Working>> {
 fn make_sample(shared: &Shared, index: usize, rng: &mut Rng, out: &mut [u8]) -> Result<()> {
     let cfg = &shared.cfg;
     let work = load_working(shared, index)?;
-    let target = match cfg.normalize {
-        None => augment::Target::U8(out),
+    let output = match cfg.normalize {
+        None => Output::U8(out),
         Some((mean, std)) => {
             // SAFETY: plain f32 has no invalid bit patterns; align_to_mut only yields aligned
             // middles.
@@ -443,24 +444,16 @@ fn make_sample(shared: &Shared, index: usize, rng: &mut Rng, out: &mut [u8]) -> 
             if !head.is_empty() || !tail.is_empty() {
                 return Err(Error::Invalid("float output buffer is not 4-byte aligned".into()));
             }
-            augment::Target::F32 {
+            Output::F32 {
                 out: floats,
                 mean,
                 std,
             }
         }
     };
-    augment::process_region(
-        &work.img,
-        work.region,
-        &cfg.augment,
-        cfg.train,
-        rng,
-        target,
-        cfg.out_w,
-        cfg.out_h,
-    )
-    .map_err(|e| e.with_path(&shared.paths[index]))
+    let target = augment::Target::new(output, cfg.out_w, cfg.out_h)?;
+    augment::process(&work.img, work.region, &cfg.augment, cfg.train, rng, target)
+        .map_err(|e| e.with_path(&shared.paths[index]))
 }
 
 /// On a failed sample with skip_errors: another sample of the same class (or any sample).
