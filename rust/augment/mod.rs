@@ -17,7 +17,7 @@ mod geometry;
 mod mask;
 mod pixel;
 
-pub use config::AugmentConfig;
+pub use config::{AugmentConfig, PRESETS};
 pub use geometry::{
     crop_region, hflip_in_place, random_resized_crop, resize_image, resize_into, rotate, working_image,
     CropBox, Rect, Region,
