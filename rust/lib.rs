@@ -75,7 +75,8 @@ fn image_to_numpy<'py>(py: Python<'py>, img: Image) -> PyResult<Bound<'py, PyArr
     numpy::PyArray1::from_vec(py, img.data).reshape([h, w, 3])
 }
 
-/// Decode an image file to an RGB uint8 array [H, W, 3].
+/// Decode an image file to an RGB uint8 array [H, W, 3]; `min_size` (height, width) lets a
+/// JPEG decode at a DCT scale no smaller than it.
 #[pyfunction]
 #[pyo3(signature = (path, apply_exif=true, min_size=None))]
 fn decode_file<'py>(
@@ -84,7 +85,10 @@ fn decode_file<'py>(
     apply_exif: bool,
     min_size: Option<(usize, usize)>,
 ) -> PyResult<Bound<'py, PyArray3<u8>>> {
-    let opts = DecodeOptions { apply_exif, min_size };
+    let opts = DecodeOptions {
+        apply_exif,
+        min_size: min_size.map(|(h, w)| (w, h)),
+    };
     let img = py.detach(|| decode::decode_file(&path, &opts)).map_err(PyError)?;
     image_to_numpy(py, img)
 }
@@ -241,12 +245,12 @@ fn crop_box(b: Option<(f32, f32, f32, f32)>) -> Option<CropBox> {
 
 /// Crop, resize and (with train=True) augment one RGB uint8 image [H, W, 3].
 #[pyfunction]
-#[pyo3(signature = (image, out_size, *, train=false, seed=0, preset="none", knobs=None, crop=None))]
+#[pyo3(signature = (image, image_size, *, train=false, seed=0, preset="none", knobs=None, crop=None))]
 #[allow(clippy::too_many_arguments)]
 fn augment_image<'py>(
     py: Python<'py>,
     image: PyReadonlyArray3<'py, u8>,
-    out_size: (usize, usize),
+    image_size: (usize, usize),
     train: bool,
     seed: u64,
     preset: &str,
@@ -272,7 +276,7 @@ fn augment_image<'py>(
         source_width: w,
         source_height: h,
     };
-    let (out_w, out_h) = out_size;
+    let (out_h, out_w) = image_size;
     let mut out = vec![0u8; out_w * out_h * 3];
     py.detach(|| {
         let mut rng = rng::Rng::derive(&[seed]);
@@ -308,7 +312,27 @@ fn epoch_plan(
     drop_last: bool,
     batch_size: usize,
 ) -> PyResult<Vec<usize>> {
-    let cfg = SamplerConfig {
+    let cfg = sampler_config(
+        oversample,
+        shuffle,
+        seed,
+        (rank, world_size),
+        drop_last,
+        batch_size,
+    )?;
+    Ok(sampler::epoch_plan(Some(&labels), labels.len(), &cfg, epoch).map_err(PyError)?)
+}
+
+/// The sampler of `epoch_plan` and `Pipeline`, from their keyword arguments.
+fn sampler_config(
+    oversample: Option<&Bound<'_, PyAny>>,
+    shuffle: bool,
+    seed: u64,
+    (rank, world_size): (usize, usize),
+    drop_last: bool,
+    batch_size: usize,
+) -> PyResult2<SamplerConfig> {
+    Ok(SamplerConfig {
         shuffle,
         oversample: parse_oversample(oversample)?,
         seed,
@@ -316,8 +340,7 @@ fn epoch_plan(
         world_size,
         drop_last,
         batch_size,
-    };
-    Ok(sampler::epoch_plan(Some(&labels), labels.len(), &cfg, epoch).map_err(PyError)?)
+    })
 }
 
 fn parse_oversample(value: Option<&Bound<'_, PyAny>>) -> PyResult2<Oversample> {
@@ -387,7 +410,7 @@ impl PyPipeline {
 #[pymethods]
 impl PyPipeline {
     #[new]
-    #[pyo3(signature = (paths, labels, boxes, *, batch_size, out_size, threads, train, augment, shuffle, oversample, seed, rank, world_size, drop_last, ring, cache, cache_bytes, apply_exif, skip_errors, normalize=None))]
+    #[pyo3(signature = (paths, labels, boxes, *, batch_size, image_size, threads, train, augment, shuffle, oversample, seed, rank, world_size, drop_last, ring, cache, cache_bytes, apply_exif, skip_errors, normalize=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -395,7 +418,7 @@ impl PyPipeline {
         labels: Option<Vec<i64>>,
         boxes: Boxes,
         batch_size: usize,
-        out_size: (usize, usize),
+        image_size: (usize, usize),
         threads: usize,
         train: bool,
         augment: PyRef<'_, PyAugmentConfig>,
@@ -420,21 +443,19 @@ impl PyPipeline {
             }
         }
         let cfg = PipelineConfig {
-            batch_size,
-            out_w: out_size.0,
-            out_h: out_size.1,
+            out_w: image_size.1,
+            out_h: image_size.0,
             threads,
             train,
             augment: augment.cfg.clone(),
-            sampler: SamplerConfig {
+            sampler: sampler_config(
+                oversample,
                 shuffle,
-                oversample: parse_oversample(oversample)?,
                 seed,
-                rank,
-                world_size,
+                (rank, world_size),
                 drop_last,
                 batch_size,
-            },
+            )?,
             decode: DecodeOptions {
                 apply_exif,
                 min_size: None,

@@ -135,6 +135,15 @@ def test_eval_matches_single_image_path(images):
         assert diff.mean() < 3.0  # noisy pixels: the loader resizes twice (working scale first)
 
 
+def test_image_sizes_are_height_width_across_the_boundary(images):
+    paths, labels = images
+    assert _native.augment_image(np.zeros((20, 10, 3), np.uint8), (6, 4)).shape == (6, 4, 3)
+    # 384x512 (w x h): a quarter-scale DCT decode is the smallest at least 128 high, 96 wide.
+    assert _native.decode_file(paths[0], min_size=(128, 96)).shape == (128, 96, 3)
+    with Loader(paths[:2], labels[:2], batch_size=2, image_size=(30, 20), train=False) as loader:
+        assert next(iter(loader))[0].shape == (2, 3, 30, 20)
+
+
 def test_same_seed_same_batches_whatever_the_threads(images):
     paths, labels = images
     kw = dict(batch_size=8, image_size=64, train=True, augment="mask", seed=5)

@@ -1,4 +1,7 @@
-"""Type stub of the native module (rust/lib.rs); kept honest by mypy's stubtest."""
+"""Type stub of the native module (rust/lib.rs); kept honest by mypy's stubtest.
+
+Image sizes are (height, width) everywhere, as in numpy shapes and `Loader(image_size=...)`.
+"""
 
 from collections.abc import Mapping, Sequence
 from os import PathLike
@@ -91,7 +94,7 @@ def decode_file(
 ) -> npt.NDArray[np.uint8]: ...
 def augment_image(
     image: npt.NDArray[np.uint8],
-    out_size: tuple[int, int],
+    image_size: tuple[int, int],
     *,
     train: bool = False,
     seed: int = 0,
@@ -121,7 +124,7 @@ class Pipeline:
         boxes: Sequence[tuple[float, float, float, float] | None] | None,
         *,
         batch_size: int,
-        out_size: tuple[int, int],
+        image_size: tuple[int, int],
         threads: int,
         train: bool,
         augment: AugmentConfig,

@@ -161,7 +161,7 @@ class Loader:
             label_list,
             None if crop_boxes is None else [_box(b) for b in crop_boxes],
             batch_size=batch_size,
-            out_size=(self.width, self.height),
+            image_size=(self.height, self.width),
             threads=self.threads,
             train=train,
             augment=self.augment,
