@@ -80,11 +80,17 @@ fn bench_ops(c: &mut Criterion) {
         });
     };
     colour("copy_only_baseline", &|_, _| {});
-    colour("brightness", &|b, _| augment::adjust_brightness(b, 1.2).unwrap());
-    colour("contrast", &|b, _| augment::adjust_contrast(b, 0.8).unwrap());
-    colour("saturation", &|b, _| augment::adjust_saturation(b, 1.3).unwrap());
-    colour("hue_yiq", &|b, _| augment::adjust_hue(b, 0.05).unwrap());
-    colour("grayscale", &|b, _| augment::to_grayscale(b).unwrap());
+    // One colour operation at a time through the colour stage.
+    let one = |edit: fn(&mut ColorOps)| {
+        let mut ops = ColorOps::IDENTITY;
+        edit(&mut ops);
+        move |b: &mut [u8], _: &mut Rng| color::apply_in_place(b, SIDE, SIDE, &ops).unwrap()
+    };
+    colour("brightness", &one(|o| o.brightness = 1.2));
+    colour("contrast", &one(|o| o.contrast = 0.8));
+    colour("saturation", &one(|o| o.saturation = 1.3));
+    colour("hue_yiq", &one(|o| o.hue = 0.05));
+    colour("grayscale", &one(|o| o.grayscale = true));
     colour("noise", &|b, r| augment::add_noise(b, 5.0, r));
     colour("erase_quarter", &|b, r| {
         augment::erase(
@@ -143,15 +149,18 @@ fn bench_ops(c: &mut Criterion) {
     let mut g = c.benchmark_group("process_224");
     let mask = AugmentConfig::preset("mask").unwrap();
     let mut out = vec![0u8; SIDE * SIDE * 3];
-    g.bench_function("eval", |b| {
-        b.iter(|| augment::process(&photo, None, &eval, false, &mut rng, &mut out, SIDE, SIDE).unwrap())
-    });
+    let centre = augment::crop_region(&photo, None, &eval);
+    let mut process = |cfg: &AugmentConfig, train: bool, rng: &mut Rng| {
+        let target = augment::Target::u8(&mut out, SIDE, SIDE).unwrap();
+        augment::process(&photo, centre, cfg, train, rng, target).unwrap()
+    };
+    g.bench_function("eval", |b| b.iter(|| process(&eval, false, &mut rng)));
     let mut seed = 0u64;
     g.bench_function("train_mask_preset", |b| {
         b.iter(|| {
             seed += 1;
             let mut r = Rng::derive(&[seed]);
-            augment::process(&photo, None, &mask, true, &mut r, &mut out, SIDE, SIDE).unwrap()
+            process(&mask, true, &mut r)
         })
     });
     let all_on = AugmentConfig {
@@ -168,7 +177,7 @@ fn bench_ops(c: &mut Criterion) {
         b.iter(|| {
             seed += 1;
             let mut r = Rng::derive(&[seed]);
-            augment::process(&photo, None, &all_on, true, &mut r, &mut out, SIDE, SIDE).unwrap()
+            process(&all_on, true, &mut r)
         })
     });
     g.finish();

@@ -19,7 +19,6 @@ fn pipeline(threads: usize, cache: bool) -> (Pipeline, Vec<u8>, Vec<i64>) {
     let paths = vec![PathBuf::from(PHOTO); BATCH * 2];
     let labels = Some((0..BATCH as i64 * 2).map(|i| i % 3).collect());
     let cfg = PipelineConfig {
-        batch_size: BATCH,
         out_w: SIDE,
         out_h: SIDE,
         threads,

@@ -174,15 +174,26 @@ pub enum Output<'a> {
     },
 }
 
+impl Output<'_> {
+    /// Values it holds (bytes or floats).
+    pub fn len(&self) -> usize {
+        match self {
+            Output::U8(o) => o.len(),
+            Output::F32 { out, .. } => out.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Apply `ops` to `src` and write the w x h result to `out`; the float output holds the
 /// same values as the uint8 output, normalised.
 pub fn apply(src: View<'_>, ops: &ColorOps, out: Output<'_>) -> Result<()> {
     ops.validate()?;
     let len = src.w * src.h * 3;
-    let have = match &out {
-        Output::U8(o) => o.len(),
-        Output::F32 { out, .. } => out.len(),
-    };
+    let have = out.len();
     if have != len {
         return Err(Error::Invalid(format!(
             "colour: output of {have} values for a {}x{} RGB image",
@@ -1045,5 +1056,43 @@ mod tests {
         };
         assert!((got(1.0) - want(1.0)).abs() < 1e-3);
         assert!((got(1.5) - want(1.5)).abs() < 1e-2);
+    }
+
+    /// `ops` with one operation changed from the identity, applied to `src` as one row.
+    fn recolored(src: &[u8], edit: impl FnOnce(&mut ColorOps)) -> Vec<u8> {
+        let mut ops = ColorOps::IDENTITY;
+        edit(&mut ops);
+        let mut buf = src.to_vec();
+        apply_in_place(&mut buf, src.len() / 3, 1, &ops).unwrap();
+        buf
+    }
+
+    #[test]
+    fn colour_ops_do_what_they_say() {
+        let buf = [100u8, 150, 200, 10, 20, 30];
+        assert_eq!(recolored(&buf, |o| o.brightness = 0.5), [50, 75, 100, 5, 10, 15]);
+        assert!(recolored(&buf, |o| o.brightness = 0.0).iter().all(|&v| v == 0));
+        assert!(recolored(&[200; 30], |o| o.brightness = 2.0)
+            .iter()
+            .all(|&v| v == 255));
+        // Contrast 0 gives the mean grey everywhere.
+        assert_eq!(
+            recolored(&[0, 0, 0, 200, 200, 200], |o| o.contrast = 0.0),
+            [100; 6]
+        );
+        // Saturation 0 is grayscale.
+        let px = noise(8, 8, 4);
+        let gray = recolored(&px, |o| o.grayscale = true);
+        assert_eq!(recolored(&px, |o| o.saturation = 0.0), gray);
+        assert!(gray.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
+        // A third of a turn takes red to green and green to blue; half a turn keeps grey.
+        let h = recolored(&[255, 0, 0, 0, 255, 0, 128, 128, 128], |o| o.hue = 1.0 / 3.0);
+        assert!(h[1] > h[0] && h[1] > h[2], "red -> {:?}", &h[0..3]);
+        assert!(h[5] > h[3] && h[5] > h[4], "green -> {:?}", &h[3..6]);
+        assert!(
+            h[6..9].iter().all(|&v| v.abs_diff(128) <= 1),
+            "grey -> {:?}",
+            &h[6..9]
+        );
     }
 }

@@ -19,7 +19,7 @@ use numpy::{
 use pyo3::create_exception;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::augment::{AugmentConfig, CropBox};
 use crate::decode::{DecodeOptions, Image};
@@ -75,7 +75,8 @@ fn image_to_numpy<'py>(py: Python<'py>, img: Image) -> PyResult<Bound<'py, PyArr
     numpy::PyArray1::from_vec(py, img.data).reshape([h, w, 3])
 }
 
-/// Decode an image file to an RGB uint8 array [H, W, 3].
+/// Decode an image file to an RGB uint8 array [H, W, 3]; `min_size` (height, width) lets a
+/// JPEG decode at a DCT scale no smaller than it.
 #[pyfunction]
 #[pyo3(signature = (path, apply_exif=true, min_size=None))]
 fn decode_file<'py>(
@@ -84,55 +85,159 @@ fn decode_file<'py>(
     apply_exif: bool,
     min_size: Option<(usize, usize)>,
 ) -> PyResult<Bound<'py, PyArray3<u8>>> {
-    let opts = DecodeOptions { apply_exif, min_size };
+    let opts = DecodeOptions {
+        apply_exif,
+        min_size: min_size.map(|(h, w)| (w, h)),
+    };
     let img = py.detach(|| decode::decode_file(&path, &opts)).map_err(PyError)?;
     image_to_numpy(py, img)
 }
 
-/// Names of the knobs of an augmentation config, for the Python side's dataclass.
-fn augment_from_dict(preset: &str, knobs: Option<&Bound<'_, PyDict>>) -> PyResult2<AugmentConfig> {
-    let mut cfg = AugmentConfig::preset(preset)?;
-    if let Some(knobs) = knobs {
-        for (key, value) in knobs.iter() {
+/// A knob's value as Python sees it: a float, or a pair of floats.
+trait KnobValue: Sized {
+    type Py;
+    fn to_py(&self) -> Self::Py;
+    fn from_py(value: &Bound<'_, PyAny>) -> Option<Self>;
+    const EXPECTED: &'static str;
+}
+
+/// An f32 as the Python float with the same shortest decimal form (0.1, not 0.100000001).
+fn py_float(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(f64::from(v))
+}
+
+impl KnobValue for f32 {
+    type Py = f64;
+    fn to_py(&self) -> f64 {
+        py_float(*self)
+    }
+    fn from_py(value: &Bound<'_, PyAny>) -> Option<Self> {
+        value.extract().ok()
+    }
+    const EXPECTED: &'static str = "a number";
+}
+
+impl KnobValue for (f32, f32) {
+    type Py = (f64, f64);
+    fn to_py(&self) -> (f64, f64) {
+        (py_float(self.0), py_float(self.1))
+    }
+    fn from_py(value: &Bound<'_, PyAny>) -> Option<Self> {
+        value.extract().ok()
+    }
+    const EXPECTED: &'static str = "a pair of numbers";
+}
+
+/// `fastmask.loader.AugmentConfig`: a preset plus the knobs set explicitly, immutable. Its
+/// constructor, getters and `knobs()` are made from the one knob list (`augment_knobs!`).
+#[pyclass(name = "AugmentConfig", module = "fastmask._native", frozen, eq)]
+#[derive(Clone, PartialEq)]
+struct PyAugmentConfig {
+    preset: String,
+    /// Names of the knobs given explicitly, in the order of the list.
+    explicit: Vec<&'static str>,
+    cfg: AugmentConfig,
+}
+
+impl PyAugmentConfig {
+    /// The preset, then every knob of `knobs` that is not None; checked.
+    fn build(preset: &str, knobs: Option<&Bound<'_, PyDict>>) -> PyResult2<Self> {
+        let mut cfg = AugmentConfig::preset(preset)?;
+        let mut explicit = Vec::new();
+        for (key, value) in knobs.into_iter().flat_map(|k| k.iter()) {
             let key: String = key
                 .extract()
                 .map_err(|_| Error::Invalid("augment keys must be strings".into()))?;
-            let bad = |what: &str| Error::Invalid(format!("augment {key}: expected {what}, got {value}"));
-            let f = || value.extract::<f32>().map_err(|_| bad("a number"));
-            let pair = || {
-                value
-                    .extract::<(f32, f32)>()
-                    .map_err(|_| bad("a pair of numbers"))
-            };
-            match key.as_str() {
-                "center_crop" => cfg.center_crop = pair()?,
-                "center_offset_y" => cfg.center_offset_y = f()?,
-                "rrc_scale" => cfg.rrc_scale = pair()?,
-                "rrc_ratio" => cfg.rrc_ratio = pair()?,
-                "rrc_p" => cfg.rrc_p = f()?,
-                "hflip_p" => cfg.hflip_p = f()?,
-                "rotate_deg" => cfg.rotate_deg = f()?,
-                "rotate_p" => cfg.rotate_p = f()?,
-                "brightness" => cfg.brightness = f()?,
-                "contrast" => cfg.contrast = f()?,
-                "saturation" => cfg.saturation = f()?,
-                "hue" => cfg.hue = f()?,
-                "jitter_p" => cfg.jitter_p = f()?,
-                "grayscale_p" => cfg.grayscale_p = f()?,
-                "noise_std" => cfg.noise_std = f()?,
-                "noise_p" => cfg.noise_p = f()?,
-                "erase_p" => cfg.erase_p = f()?,
-                "erase_scale" => cfg.erase_scale = pair()?,
-                "erase_ratio" => cfg.erase_ratio = pair()?,
-                "mask_aug_p" => cfg.mask_aug_p = f()?,
-                "mask_aug_strength" => cfg.mask_aug_strength = f()?,
-                other => return Err(Error::Invalid(format!("unknown augment knob {other:?}")).into()),
+            if !value.is_none() {
+                explicit.push(set_knob(&mut cfg, &key, &value)?);
             }
         }
+        cfg.validate()?;
+        explicit.sort_by_key(|k| AugmentConfig::KNOBS.iter().position(|n| n == k));
+        explicit.dedup();
+        Ok(PyAugmentConfig {
+            preset: preset.to_string(),
+            explicit,
+            cfg,
+        })
     }
-    cfg.validate()?;
-    Ok(cfg)
 }
+
+macro_rules! py_augment_config {
+    ($($(#[doc = $doc:literal])* $name:ident: $ty:ty,)*) => {
+        /// Set the knob `key` of `cfg` from a Python value; returns the knob's name.
+        fn set_knob(cfg: &mut AugmentConfig, key: &str, value: &Bound<'_, PyAny>) -> PyResult2<&'static str> {
+            match key {
+                $(stringify!($name) => {
+                    cfg.$name = <$ty as KnobValue>::from_py(value).ok_or_else(|| {
+                        let want = <$ty as KnobValue>::EXPECTED;
+                        Error::Invalid(format!("augment {key}: expected {want}, got {value}"))
+                    })?;
+                    Ok(stringify!($name))
+                })*
+                other => Err(Error::Invalid(format!("unknown augment knob {other:?}")).into()),
+            }
+        }
+
+        /// The knob `key` of `cfg` as a Python value.
+        fn get_knob<'py>(py: Python<'py>, cfg: &AugmentConfig, key: &str) -> PyResult<Bound<'py, PyAny>> {
+            match key {
+                $(stringify!($name) => Ok(cfg.$name.to_py().into_pyobject(py)?.into_any()),)*
+                other => Err(PyValueError::new_err(format!("unknown augment knob {other:?}"))),
+            }
+        }
+
+        #[pymethods]
+        impl PyAugmentConfig {
+            /// A preset ("none", "light", "mask", "gender" or "age") and knobs overriding it; a
+            /// knob left out or None keeps the preset's value.
+            #[new]
+            #[pyo3(signature = (preset="none", **knobs))]
+            fn new(preset: &str, knobs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+                Ok(PyAugmentConfig::build(preset, knobs)?)
+            }
+
+            #[getter]
+            fn preset(&self) -> &str {
+                &self.preset
+            }
+
+            /// The knobs given explicitly, by name.
+            fn knobs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+                let out = PyDict::new(py);
+                for &name in &self.explicit {
+                    out.set_item(name, get_knob(py, &self.cfg, name)?)?;
+                }
+                Ok(out)
+            }
+
+            fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+                let mut parts = vec![self.preset.as_str().into_pyobject(py)?.repr()?.to_string()];
+                for &name in &self.explicit {
+                    parts.push(format!("{name}={}", get_knob(py, &self.cfg, name)?.repr()?));
+                }
+                Ok(format!("AugmentConfig({})", parts.join(", ")))
+            }
+
+            fn __hash__(&self) -> u64 {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (&self.preset, &self.explicit, format!("{:?}", self.cfg)).hash(&mut h);
+                h.finish()
+            }
+
+            $(
+                $(#[doc = $doc])*
+                #[getter]
+                fn $name(&self) -> <$ty as KnobValue>::Py {
+                    self.cfg.$name.to_py()
+                }
+            )*
+        }
+    };
+}
+
+augment_knobs!(py_augment_config);
 
 fn crop_box(b: Option<(f32, f32, f32, f32)>) -> Option<CropBox> {
     b.map(|(x0, y0, x1, y1)| CropBox { x0, y0, x1, y1 })
@@ -140,19 +245,19 @@ fn crop_box(b: Option<(f32, f32, f32, f32)>) -> Option<CropBox> {
 
 /// Crop, resize and (with train=True) augment one RGB uint8 image [H, W, 3].
 #[pyfunction]
-#[pyo3(signature = (image, out_size, *, train=false, seed=0, preset="none", knobs=None, crop=None))]
+#[pyo3(signature = (image, image_size, *, train=false, seed=0, preset="none", knobs=None, crop=None))]
 #[allow(clippy::too_many_arguments)]
 fn augment_image<'py>(
     py: Python<'py>,
     image: PyReadonlyArray3<'py, u8>,
-    out_size: (usize, usize),
+    image_size: (usize, usize),
     train: bool,
     seed: u64,
     preset: &str,
     knobs: Option<&Bound<'py, PyDict>>,
     crop: Option<(f32, f32, f32, f32)>,
 ) -> PyResult<Bound<'py, PyArray3<u8>>> {
-    let cfg = augment_from_dict(preset, knobs)?;
+    let cfg = PyAugmentConfig::build(preset, knobs)?.cfg;
     let shape = image.shape();
     if shape[2] != 3 {
         return Err(PyValueError::new_err(format!(
@@ -171,20 +276,13 @@ fn augment_image<'py>(
         source_width: w,
         source_height: h,
     };
-    let (out_w, out_h) = out_size;
+    let (out_h, out_w) = image_size;
     let mut out = vec![0u8; out_w * out_h * 3];
     py.detach(|| {
         let mut rng = rng::Rng::derive(&[seed]);
-        augment::process(
-            &img,
-            crop_box(crop),
-            &cfg,
-            train,
-            &mut rng,
-            &mut out,
-            out_w,
-            out_h,
-        )
+        let region = augment::crop_region(&img, crop_box(crop), &cfg);
+        let target = augment::Target::u8(&mut out, out_w, out_h)?;
+        augment::process(&img, region, &cfg, train, &mut rng, target)
     })
     .map_err(PyError)?;
     image_to_numpy(
@@ -214,7 +312,27 @@ fn epoch_plan(
     drop_last: bool,
     batch_size: usize,
 ) -> PyResult<Vec<usize>> {
-    let cfg = SamplerConfig {
+    let cfg = sampler_config(
+        oversample,
+        shuffle,
+        seed,
+        (rank, world_size),
+        drop_last,
+        batch_size,
+    )?;
+    Ok(sampler::epoch_plan(Some(&labels), labels.len(), &cfg, epoch).map_err(PyError)?)
+}
+
+/// The sampler of `epoch_plan` and `Pipeline`, from their keyword arguments.
+fn sampler_config(
+    oversample: Option<&Bound<'_, PyAny>>,
+    shuffle: bool,
+    seed: u64,
+    (rank, world_size): (usize, usize),
+    drop_last: bool,
+    batch_size: usize,
+) -> PyResult2<SamplerConfig> {
+    Ok(SamplerConfig {
         shuffle,
         oversample: parse_oversample(oversample)?,
         seed,
@@ -222,8 +340,7 @@ fn epoch_plan(
         world_size,
         drop_last,
         batch_size,
-    };
-    Ok(sampler::epoch_plan(Some(&labels), labels.len(), &cfg, epoch).map_err(PyError)?)
+    })
 }
 
 fn parse_oversample(value: Option<&Bound<'_, PyAny>>) -> PyResult2<Oversample> {
@@ -293,7 +410,7 @@ impl PyPipeline {
 #[pymethods]
 impl PyPipeline {
     #[new]
-    #[pyo3(signature = (paths, labels, boxes, *, batch_size, out_size, threads, train, preset, knobs, shuffle, oversample, seed, rank, world_size, drop_last, ring, cache, cache_bytes, apply_exif, skip_errors, normalize=None))]
+    #[pyo3(signature = (paths, labels, boxes, *, batch_size, image_size, threads, train, augment, shuffle, oversample, seed, rank, world_size, drop_last, ring, cache, cache_bytes, apply_exif, skip_errors, normalize=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -301,11 +418,10 @@ impl PyPipeline {
         labels: Option<Vec<i64>>,
         boxes: Boxes,
         batch_size: usize,
-        out_size: (usize, usize),
+        image_size: (usize, usize),
         threads: usize,
         train: bool,
-        preset: &str,
-        knobs: Option<&Bound<'_, PyDict>>,
+        augment: PyRef<'_, PyAugmentConfig>,
         shuffle: bool,
         oversample: Option<&Bound<'_, PyAny>>,
         seed: u64,
@@ -327,21 +443,19 @@ impl PyPipeline {
             }
         }
         let cfg = PipelineConfig {
-            batch_size,
-            out_w: out_size.0,
-            out_h: out_size.1,
+            out_w: image_size.1,
+            out_h: image_size.0,
             threads,
             train,
-            augment: augment_from_dict(preset, knobs)?,
-            sampler: SamplerConfig {
+            augment: augment.cfg.clone(),
+            sampler: sampler_config(
+                oversample,
                 shuffle,
-                oversample: parse_oversample(oversample)?,
                 seed,
-                rank,
-                world_size,
+                (rank, world_size),
                 drop_last,
                 batch_size,
-            },
+            )?,
             decode: DecodeOptions {
                 apply_exif,
                 min_size: None,
@@ -490,6 +604,17 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(augment_image, m)?)?;
     m.add_function(wrap_pyfunction!(epoch_plan, m)?)?;
     m.add_class::<PyPipeline>()?;
+    m.add_class::<PyAugmentConfig>()?;
+    m.add(
+        "PRESETS",
+        PyTuple::new(m.py(), augment::PRESETS.map(|(name, _)| name))?,
+    )?;
+    m.add("AUGMENT_KNOBS", PyTuple::new(m.py(), AugmentConfig::KNOBS)?)?;
+    let eval = AugmentConfig::eval();
+    let eval_crop = PyDict::new(m.py());
+    eval_crop.set_item("center_crop", <[f64; 2]>::from(eval.center_crop.to_py()).to_vec())?;
+    eval_crop.set_item("center_offset_y", eval.center_offset_y.to_py())?;
+    m.add("EVAL_CROP", eval_crop)?;
     m.add("DecodeError", m.py().get_type::<DecodeError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use rayon::prelude::*;
 
-use crate::augment::{self, AugmentConfig, CropBox};
+use crate::augment::{self, AugmentConfig, CropBox, Region};
+use crate::color::Output;
 use crate::decode::{self, DecodeOptions, Image};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -24,12 +25,13 @@ use crate::sampler::{self, SamplerConfig};
 
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
-    pub batch_size: usize,
+    /// Output image size in pixels.
     pub out_w: usize,
     pub out_h: usize,
     pub threads: usize,
     pub train: bool,
     pub augment: AugmentConfig,
+    /// The epoch plan, batch size included.
     pub sampler: SamplerConfig,
     pub decode: DecodeOptions,
     /// Keep decoded, downscaled images in RAM across epochs.
@@ -74,7 +76,7 @@ struct Shared {
     boxes: Option<Vec<Option<CropBox>>>,
     class_members: Vec<Vec<usize>>,
     cfg: PipelineConfig,
-    cache: Vec<OnceLock<Arc<Image>>>,
+    cache: Vec<OnceLock<Arc<Working>>>,
     cache_used: AtomicUsize,
     generation: AtomicU64,
     state: Mutex<State>,
@@ -183,7 +185,7 @@ impl Pipeline {
     }
 
     pub fn batch_size(&self) -> usize {
-        self.shared.cfg.batch_size
+        self.shared.cfg.sampler.batch_size
     }
 
     pub fn ring(&self) -> usize {
@@ -204,7 +206,7 @@ impl Pipeline {
     }
 
     pub fn num_batches(&self) -> usize {
-        self.plan.len().div_ceil(self.shared.cfg.batch_size)
+        self.plan.len().div_ceil(self.shared.cfg.sampler.batch_size)
     }
 
     /// Bytes of pixels held by the cache now.
@@ -362,10 +364,37 @@ fn working_scale(cfg: &PipelineConfig, src_w: usize, src_h: usize, crop: Option<
     (cfg.out_w as f64 / rw).max(cfg.out_h as f64 / rh).min(1.0)
 }
 
-/// Decode one image at the working scale (DCT-scaled when possible, then resized).
-fn load_working(shared: &Shared, index: usize) -> Result<Arc<Image>> {
-    if let Some(img) = shared.cache[index].get() {
-        return Ok(Arc::clone(img));
+/// An image ready for `augment::process`: pixels and the deterministic crop region
+/// in them.
+struct Working {
+    img: Image,
+    region: Region,
+}
+
+/// The scale (x, y) of a cache's working image against the decoded one: the output's scale
+/// of the crop region, so that eval copies it (see `augment::working_image`). Training keeps
+/// one scale for both axes (rotations stay rotations), enlarged so the smallest random-resized
+/// crop still covers the output at full resolution. Never above 1: no upscaling.
+fn cache_scale(cfg: &PipelineConfig, region: Region) -> (f64, f64) {
+    let sx = cfg.out_w as f64 / f64::from(region.w);
+    let sy = cfg.out_h as f64 / f64::from(region.h);
+    let (sx, sy) = if cfg.train {
+        let mut s = sx.max(sy);
+        if cfg.augment.rrc_p > 0.0 {
+            s /= (cfg.augment.rrc_scale.0.clamp(0.01, 1.0) as f64).sqrt();
+        }
+        (s, s)
+    } else {
+        (sx, sy)
+    };
+    (sx.min(1.0), sy.min(1.0))
+}
+
+/// Decode one image (DCT-scaled when possible) and, for a caching loader, resample it to its
+/// working scale.
+fn load_working(shared: &Shared, index: usize) -> Result<Arc<Working>> {
+    if let Some(work) = shared.cache[index].get() {
+        return Ok(Arc::clone(work));
     }
     let cfg = &shared.cfg;
     let path = &shared.paths[index];
@@ -383,35 +412,32 @@ fn load_working(shared: &Shared, index: usize) -> Result<Arc<Image>> {
         min_size: Some((work_w, work_h)),
         ..cfg.decode
     };
-    let mut img = decode::decode_image(&bytes, &opts).map_err(|e| e.with_path(path))?;
+    let img = decode::decode_image(&bytes, &opts).map_err(|e| e.with_path(path))?;
+    let region = augment::crop_region(&img, crop, &cfg.augment);
     if !cfg.cache {
         // Nothing is kept: resizing twice would only cost time and sharpness.
-        return Ok(Arc::new(img));
+        return Ok(Arc::new(Working { img, region }));
     }
-    // Cached or not, every image of a caching loader goes through the same working size, so
+    // Cached or not, every image of a caching loader goes through the same working image, so
     // batches do not depend on which images fit under the cap.
-    if img.width != work_w || img.height != work_h {
-        img = augment::resize_image(&img, work_w, work_h).map_err(|e| e.with_path(path))?;
-    }
+    let (mut img, region) =
+        augment::working_image(img, region, cache_scale(cfg, region)).map_err(|e| e.with_path(path))?;
     img.data.shrink_to_fit();
-    let img = Arc::new(img);
-    if cfg.cache {
-        let bytes = img.data.len();
-        let cap = cfg.cache_bytes.unwrap_or(usize::MAX);
-        let before = shared.cache_used.fetch_add(bytes, Ordering::SeqCst);
-        if before.saturating_add(bytes) > cap || shared.cache[index].set(Arc::clone(&img)).is_err() {
-            shared.cache_used.fetch_sub(bytes, Ordering::SeqCst);
-        }
+    let work = Arc::new(Working { img, region });
+    let bytes = work.img.data.len();
+    let cap = cfg.cache_bytes.unwrap_or(usize::MAX);
+    let before = shared.cache_used.fetch_add(bytes, Ordering::SeqCst);
+    if before.saturating_add(bytes) > cap || shared.cache[index].set(Arc::clone(&work)).is_err() {
+        shared.cache_used.fetch_sub(bytes, Ordering::SeqCst);
     }
-    Ok(img)
+    Ok(work)
 }
 
 fn make_sample(shared: &Shared, index: usize, rng: &mut Rng, out: &mut [u8]) -> Result<()> {
     let cfg = &shared.cfg;
-    let img = load_working(shared, index)?;
-    let crop = shared.boxes.as_ref().and_then(|b| b[index]);
-    let target = match cfg.normalize {
-        None => augment::Target::U8(out),
+    let work = load_working(shared, index)?;
+    let output = match cfg.normalize {
+        None => Output::U8(out),
         Some((mean, std)) => {
             // SAFETY: plain f32 has no invalid bit patterns; align_to_mut only yields aligned
             // middles.
@@ -419,24 +445,16 @@ fn make_sample(shared: &Shared, index: usize, rng: &mut Rng, out: &mut [u8]) -> 
             if !head.is_empty() || !tail.is_empty() {
                 return Err(Error::Invalid("float output buffer is not 4-byte aligned".into()));
             }
-            augment::Target::F32 {
+            Output::F32 {
                 out: floats,
                 mean,
                 std,
             }
         }
     };
-    augment::process_into(
-        &img,
-        crop,
-        &cfg.augment,
-        cfg.train,
-        rng,
-        target,
-        cfg.out_w,
-        cfg.out_h,
-    )
-    .map_err(|e| e.with_path(&shared.paths[index]))
+    let target = augment::Target::new(output, cfg.out_w, cfg.out_h)?;
+    augment::process(&work.img, work.region, &cfg.augment, cfg.train, rng, target)
+        .map_err(|e| e.with_path(&shared.paths[index]))
 }
 
 /// On a failed sample with skip_errors: another sample of the same class (or any sample).
@@ -462,7 +480,7 @@ fn fill_batch(
     generation: u64,
 ) -> Result<usize> {
     let cfg = &shared.cfg;
-    let bs = cfg.batch_size;
+    let bs = cfg.sampler.batch_size;
     let sb = cfg.sample_bytes();
     let start = batch * bs;
     let end = (start + bs).min(plan.len());
@@ -502,4 +520,144 @@ fn fill_batch(
             Ok(())
         })?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampler::Oversample;
+    use std::sync::mpsc;
+
+    const PHOTO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/photo_384x512.jpg");
+    const BATCH: usize = 2;
+    const LONG: Duration = Duration::from_secs(60);
+
+    /// A one-thread eval pipeline over 4 copies of the photo, with 2 slots and their buffers
+    /// (declared after the pipeline, so it is dropped, and cancelled, first).
+    struct Fixture {
+        pipe: Pipeline,
+        images: Vec<Vec<u8>>,
+        labels: Vec<Vec<i64>>,
+    }
+
+    fn fixture() -> Fixture {
+        let cfg = PipelineConfig {
+            out_w: 8,
+            out_h: 6,
+            threads: 1,
+            train: false,
+            augment: AugmentConfig::eval(),
+            sampler: SamplerConfig {
+                shuffle: false,
+                oversample: Oversample::None,
+                seed: 0,
+                rank: 0,
+                world_size: 1,
+                drop_last: false,
+                batch_size: BATCH,
+            },
+            decode: DecodeOptions::default(),
+            cache: false,
+            cache_bytes: None,
+            skip_errors: false,
+            normalize: None,
+        };
+        let paths = vec![PathBuf::from(PHOTO); 4];
+        let mut pipe = Pipeline::new(paths, Some(vec![0, 1, 2, 3]), None, 2, cfg).unwrap();
+        let mut images = vec![vec![0u8; BATCH * pipe.sample_bytes()]; 2];
+        let mut labels = vec![vec![-7i64; BATCH]; 2];
+        for (i, (img, lab)) in images.iter_mut().zip(&mut labels).enumerate() {
+            let slot = Slot {
+                images: img.as_mut_ptr(),
+                labels: lab.as_mut_ptr(),
+            };
+            // SAFETY: the buffers live in the fixture, which drops the pipeline first.
+            unsafe { pipe.set_slot(i, slot) }.unwrap();
+        }
+        assert_eq!(pipe.start_epoch(0).unwrap(), 2);
+        Fixture { pipe, images, labels }
+    }
+
+    /// Occupy the pool's one thread until the returned sender is dropped: jobs scheduled
+    /// meanwhile wait in its queue.
+    fn hold_pool(pipe: &Pipeline) -> mpsc::Sender<()> {
+        let (tx, rx) = mpsc::channel::<()>();
+        pipe.pool.spawn(move || {
+            let _ = rx.recv();
+        });
+        tx
+    }
+
+    fn wait_until_idle(pipe: &Pipeline) {
+        let mut st = lock(&pipe.shared.state);
+        while st.in_flight > 0 {
+            st = pipe.shared.cond.wait_timeout(st, LONG).unwrap().0;
+        }
+    }
+
+    #[test]
+    fn a_busy_slot_is_refused_until_its_batch_is_done() {
+        let mut f = fixture();
+        let held = hold_pool(&f.pipe);
+        f.pipe.schedule(0, 0).unwrap();
+        let refused = f.pipe.schedule(1, 0);
+        assert!(
+            matches!(&refused, Err(Error::Invalid(m)) if m.contains("still being filled")),
+            "{refused:?}"
+        );
+        let mut spare = (vec![0u8; BATCH * f.pipe.sample_bytes()], vec![0i64; BATCH]);
+        let slot = Slot {
+            images: spare.0.as_mut_ptr(),
+            labels: spare.1.as_mut_ptr(),
+        };
+        // SAFETY: refused, so the pipeline never keeps these pointers.
+        assert!(unsafe { f.pipe.set_slot(0, slot) }.is_err());
+        drop(held);
+        assert_eq!(f.pipe.wait(0, LONG).unwrap().unwrap(), BATCH);
+        assert!(f.images[0].iter().any(|&v| v != 0));
+        assert_eq!(f.labels[0], [0, 1]);
+        // Done, so free again: the next batch goes into the same slot.
+        f.pipe.schedule(1, 0).unwrap();
+        assert_eq!(f.pipe.wait(1, LONG).unwrap().unwrap(), BATCH);
+        assert!(f.pipe.schedule(2, 1).is_err(), "past the epoch's 2 batches");
+    }
+
+    #[test]
+    fn cancel_then_wait_finds_nothing_and_every_slot_is_free() {
+        let mut f = fixture();
+        let held = hold_pool(&f.pipe);
+        f.pipe.schedule(0, 0).unwrap();
+        f.pipe.schedule(1, 1).unwrap();
+        // cancel blocks until the queued jobs have run: let them go once it has started.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(held);
+        });
+        f.pipe.cancel();
+        release.join().unwrap();
+        assert!(f.pipe.wait(0, Duration::from_millis(20)).is_none());
+        assert!(f.pipe.wait(1, Duration::from_millis(20)).is_none());
+        // Both slots are free, and the same batches complete when scheduled again.
+        f.pipe.schedule(1, 0).unwrap();
+        f.pipe.schedule(0, 1).unwrap();
+        assert_eq!(f.pipe.wait(0, LONG).unwrap().unwrap(), BATCH);
+        assert_eq!(f.pipe.wait(1, LONG).unwrap().unwrap(), BATCH);
+    }
+
+    #[test]
+    fn a_job_of_an_older_generation_writes_and_reports_nothing() {
+        let f = fixture();
+        let held = hold_pool(&f.pipe);
+        f.pipe.schedule(0, 0).unwrap();
+        // What cancel does first, while the job still waits in the queue.
+        f.pipe.shared.generation.fetch_add(1, Ordering::SeqCst);
+        drop(held);
+        wait_until_idle(&f.pipe);
+        assert!(f.pipe.wait(0, Duration::from_millis(20)).is_none());
+        assert!(f.images[0].iter().all(|&v| v == 0), "a stale job wrote pixels");
+        assert!(!lock(&f.pipe.shared.state).busy[0]);
+        // A job of the current generation reports as usual.
+        f.pipe.schedule(0, 0).unwrap();
+        assert_eq!(f.pipe.wait(0, LONG).unwrap().unwrap(), BATCH);
+    }
 }

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 
 import fastmask
 from fastmask import _native
-from fastmask.loader import AugmentConfig, DecodeError, Loader
+from fastmask.loader import EVAL_CROP, PRESETS, AugmentConfig, DecodeError, Loader
 
 DATA = Path(__file__).parent / "data"
 
@@ -135,6 +135,15 @@ def test_eval_matches_single_image_path(images):
         assert diff.mean() < 3.0  # noisy pixels: the loader resizes twice (working scale first)
 
 
+def test_image_sizes_are_height_width_across_the_boundary(images):
+    paths, labels = images
+    assert _native.augment_image(np.zeros((20, 10, 3), np.uint8), (6, 4)).shape == (6, 4, 3)
+    # 384x512 (w x h): a quarter-scale DCT decode is the smallest at least 128 high, 96 wide.
+    assert _native.decode_file(paths[0], min_size=(128, 96)).shape == (128, 96, 3)
+    with Loader(paths[:2], labels[:2], batch_size=2, image_size=(30, 20), train=False) as loader:
+        assert next(iter(loader))[0].shape == (2, 3, 30, 20)
+
+
 def test_same_seed_same_batches_whatever_the_threads(images):
     paths, labels = images
     kw = dict(batch_size=8, image_size=64, train=True, augment="mask", seed=5)
@@ -222,6 +231,30 @@ def test_augment_config_knobs_and_errors(images):
         Loader(paths, labels, augment="heavy")
     with pytest.raises(ValueError, match="labels for"):
         Loader(paths, labels[:3])
+
+
+def test_python_sees_exactly_the_native_knobs_and_presets():
+    knobs = _native.AUGMENT_KNOBS  # made from the one knob list in rust/augment/config.rs
+    getters = {n for n, v in vars(AugmentConfig).items() if type(v).__name__ == "getset_descriptor"}
+    assert getters == {*knobs, "preset"} and len(knobs) == len(set(knobs))
+    assert fastmask.loader.PRESETS == _native.PRESETS and len(PRESETS) >= 5
+    for name in PRESETS:
+        preset = AugmentConfig(name)
+        # Every knob goes in through the constructor and comes back through its getter.
+        explicit = AugmentConfig("none", **{k: getattr(preset, k) for k in knobs})
+        assert all(getattr(explicit, k) == getattr(preset, k) for k in knobs), name
+        assert explicit.knobs() == {k: getattr(preset, k) for k in knobs}
+        as_lists = {k: list(v) if isinstance(v, tuple) else v for k, v in explicit.knobs().items()}
+        assert {k: as_lists[k] for k in EVAL_CROP} == EVAL_CROP, name  # every preset's eval crop
+    assert EVAL_CROP == {"center_crop": [1.0, 0.75], "center_offset_y": -0.05}
+    config = AugmentConfig("mask", hflip_p=1.0, rrc_p=None)
+    assert (config.preset, config.knobs(), config.hflip_p) == ("mask", {"hflip_p": 1.0}, 1.0)
+    assert (
+        config == AugmentConfig("mask", hflip_p=1.0)
+        and len({config, AugmentConfig("mask", hflip_p=1.0)}) == 1
+    )
+    with pytest.raises(ValueError, match="unknown augment knob"):
+        AugmentConfig("none", blur=1.0)
 
 
 def test_normalize_on_cpu_matches_manual(images):

@@ -1,13 +1,15 @@
 //! A small image, an output size, a crop box and every AugmentConfig knob, all read from
-//! the input, through `augment::process` with train = true. Configs that `validate()`
-//! rejects are skipped (process must reject them too). For a valid config, image and
-//! output buffer, process must succeed and be deterministic for a given RNG seed.
+//! the input, through `augment::crop_region` and `augment::process` with train = true.
+//! Configs that `validate()` rejects are skipped (process must reject them too). For a valid
+//! config, image and output buffer, process must succeed and be deterministic for a given
+//! RNG seed.
 //!
 //! Input layout (missing bytes read as 0): w, h, out_w, out_h (1..=64 each), source-size
 //! mode, crop box, 19 knobs, an 8-byte RNG seed, then the pixels (repeated to fill w*h*3).
 #![no_main]
 
-use _native::augment::{process, process_into, AugmentConfig, CropBox, Target};
+use _native::augment::{crop_region, process, AugmentConfig, CropBox, Target};
+use _native::color::Output;
 use _native::decode::Image;
 use _native::rng::Rng;
 use libfuzzer_sys::fuzz_target;
@@ -112,8 +114,13 @@ fuzz_target!(init: common::init(), |data: &[u8]| {
     img.source_height = sh;
 
     common::contract("augment", || {
+        let region = crop_region(&img, crop, &cfg);
+        let run = |output: Output<'_>| {
+            let target = Target::new(output, out_w, out_h).expect("sizes 1..=64 are valid");
+            process(&img, region, &cfg, true, &mut Rng::new(seed), target)
+        };
         let mut out = vec![0u8; out_w * out_h * 3];
-        let res = process(&img, crop, &cfg, true, &mut Rng::new(seed), &mut out, out_w, out_h);
+        let res = run(Output::U8(&mut out));
         if cfg.validate().is_err() {
             assert!(res.is_err(), "process accepted a config that validate rejects");
             return;
@@ -122,19 +129,17 @@ fuzz_target!(init: common::init(), |data: &[u8]| {
             panic!("valid input rejected: {e}\n{img:?} out {out_w}x{out_h} {crop:?} {cfg:?}");
         }
         let mut again = vec![0u8; out.len()];
-        process(&img, crop, &cfg, true, &mut Rng::new(seed), &mut again, out_w, out_h)
-            .expect("second run");
+        run(Output::U8(&mut again)).expect("second run");
         assert!(out == again, "same seed, different output");
         // The float target is the uint8 result, normalised, value for value.
         let (mean, std) = ([120.0, 110.0, 100.0], [60.0, 55.0, 50.0]);
         let mut floats = vec![0f32; out.len()];
-        let target = Target::F32 {
+        run(Output::F32 {
             out: &mut floats,
             mean,
             std,
-        };
-        process_into(&img, crop, &cfg, true, &mut Rng::new(seed), target, out_w, out_h)
-            .expect("float run");
+        })
+        .expect("float run");
         for (i, (&f, &u)) in floats.iter().zip(&out).enumerate() {
             let want = f32::from(u) * (1.0 / std[i % 3]) + -mean[i % 3] / std[i % 3];
             assert!(f == want, "float value {i}: {f} vs {want} from {u}");

@@ -1,4 +1,7 @@
-"""Type stub of the native module (rust/lib.rs); kept honest by mypy's stubtest."""
+"""Type stub of the native module (rust/lib.rs); kept honest by mypy's stubtest.
+
+Image sizes are (height, width) everywhere, as in numpy shapes and `Loader(image_size=...)`.
+"""
 
 from collections.abc import Mapping, Sequence
 from os import PathLike
@@ -8,6 +11,10 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "AUGMENT_KNOBS",
+    "EVAL_CROP",
+    "PRESETS",
+    "AugmentConfig",
     "DecodeError",
     "Pipeline",
     "__version__",
@@ -17,9 +24,67 @@ __all__ = [
     "epoch_plan",
 ]
 __version__: str
+PRESETS: tuple[str, ...]
+AUGMENT_KNOBS: tuple[str, ...]
+EVAL_CROP: dict[str, Any]
 
 class DecodeError(ValueError):
     """An image file could not be read or decoded; the message names it."""
+
+@final
+class AugmentConfig:
+    """A preset plus explicit knobs; a knob left out or None keeps the preset's value."""
+
+    def __new__(
+        cls, preset: str = "none", **knobs: float | tuple[float, float] | None
+    ) -> AugmentConfig: ...
+    @property
+    def preset(self) -> str: ...
+    def knobs(self) -> dict[str, Any]: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
+    @property
+    def center_crop(self) -> tuple[float, float]: ...
+    @property
+    def center_offset_y(self) -> float: ...
+    @property
+    def rrc_scale(self) -> tuple[float, float]: ...
+    @property
+    def rrc_ratio(self) -> tuple[float, float]: ...
+    @property
+    def rrc_p(self) -> float: ...
+    @property
+    def hflip_p(self) -> float: ...
+    @property
+    def rotate_deg(self) -> float: ...
+    @property
+    def rotate_p(self) -> float: ...
+    @property
+    def brightness(self) -> float: ...
+    @property
+    def contrast(self) -> float: ...
+    @property
+    def saturation(self) -> float: ...
+    @property
+    def hue(self) -> float: ...
+    @property
+    def jitter_p(self) -> float: ...
+    @property
+    def grayscale_p(self) -> float: ...
+    @property
+    def noise_std(self) -> float: ...
+    @property
+    def noise_p(self) -> float: ...
+    @property
+    def erase_p(self) -> float: ...
+    @property
+    def erase_scale(self) -> tuple[float, float]: ...
+    @property
+    def erase_ratio(self) -> tuple[float, float]: ...
+    @property
+    def mask_aug_p(self) -> float: ...
+    @property
+    def mask_aug_strength(self) -> float: ...
 
 def build_info() -> dict[str, Any]: ...
 def decode_file(
@@ -29,7 +94,7 @@ def decode_file(
 ) -> npt.NDArray[np.uint8]: ...
 def augment_image(
     image: npt.NDArray[np.uint8],
-    out_size: tuple[int, int],
+    image_size: tuple[int, int],
     *,
     train: bool = False,
     seed: int = 0,
@@ -59,11 +124,10 @@ class Pipeline:
         boxes: Sequence[tuple[float, float, float, float] | None] | None,
         *,
         batch_size: int,
-        out_size: tuple[int, int],
+        image_size: tuple[int, int],
         threads: int,
         train: bool,
-        preset: str,
-        knobs: Mapping[str, Any] | None,
+        augment: AugmentConfig,
         shuffle: bool,
         oversample: str | Mapping[int, float] | None,
         seed: int,

@@ -185,7 +185,7 @@ def bench_loader(
 
     def fm_decode_scaled() -> int:
         for p in sample:
-            _native.decode_file(p, min_size=(96, 128))
+            _native.decode_file(p, min_size=(128, 96))  # (height, width)
         return len(sample)
 
     def pil_decode_draft() -> int:

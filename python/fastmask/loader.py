@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import dataclasses
 import logging
 import os
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,47 +36,12 @@ DecodeError = _native.DecodeError
 # Normalisation of the reference code, in 0..1 units.
 REFERENCE_MEAN = (0.548, 0.504, 0.479)
 REFERENCE_STD = (0.237, 0.247, 0.246)
-PRESETS = ("none", "light", "mask", "gender", "age")
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """A named preset plus explicit knobs; a knob left None keeps the preset's value.
-
-    Probabilities are in 0..1, jitter strengths follow torchvision's ColorJitter, noise_std
-    is in pixel units (0..255), the centre crop is a fraction of (width, height).
-    """
-
-    preset: str = "none"
-    center_crop: tuple[float, float] | None = None
-    center_offset_y: float | None = None
-    rrc_scale: tuple[float, float] | None = None
-    rrc_ratio: tuple[float, float] | None = None
-    rrc_p: float | None = None
-    hflip_p: float | None = None
-    rotate_deg: float | None = None
-    rotate_p: float | None = None
-    brightness: float | None = None
-    contrast: float | None = None
-    saturation: float | None = None
-    hue: float | None = None
-    jitter_p: float | None = None
-    grayscale_p: float | None = None
-    noise_std: float | None = None
-    noise_p: float | None = None
-    erase_p: float | None = None
-    erase_scale: tuple[float, float] | None = None
-    erase_ratio: tuple[float, float] | None = None
-    # Mask-appearance augmentation (hue, colour and pattern of the mask; see rust/augment.rs).
-    mask_aug_p: float | None = None
-    mask_aug_strength: float | None = None
-
-    def knobs(self) -> dict[str, Any]:
-        return {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if f.name != "preset" and getattr(self, f.name) is not None
-        }
+# The augmentation config, its presets and the eval crop are defined once, in Rust
+# (rust/augment/config.rs); this module re-exports them under the names users import.
+AugmentConfig = _native.AugmentConfig
+PRESETS: tuple[str, ...] = tuple(_native.PRESETS)
+# The crop every preset uses in eval mode: the knobs that reproduce it.
+EVAL_CROP: dict[str, Any] = dict(_native.EVAL_CROP)
 
 
 def as_augment(augment: str | AugmentConfig | None) -> AugmentConfig:
@@ -198,11 +161,10 @@ class Loader:
             label_list,
             None if crop_boxes is None else [_box(b) for b in crop_boxes],
             batch_size=batch_size,
-            out_size=(self.width, self.height),
+            image_size=(self.height, self.width),
             threads=self.threads,
             train=train,
-            preset=self.augment.preset,
-            knobs=self.augment.knobs(),
+            augment=self.augment,
             shuffle=train if shuffle is None else shuffle,
             oversample=oversample,
             seed=seed,
