@@ -170,7 +170,8 @@ def _nets(weights: dict[str, list[np.ndarray]]) -> tuple[Any, Any, Any]:
 
     nets = (PNet(weights["pnet"]), RNet(weights["rnet"]), ONet(weights["onet"]))
     for net in nets:
-        net.eval().requires_grad_(False)
+        # channels_last: the small convolutions run about 1.5x faster on one CPU thread.
+        net.eval().requires_grad_(False).to(memory_format=torch.channels_last)
     return nets
 
 
@@ -178,7 +179,8 @@ def _to_net(batch: np.ndarray) -> Any:
     """uint8 NHWC -> normalised float NCHW with H = image x (the nets' transposed order)."""
     import torch
 
-    x = torch.from_numpy(batch).permute(0, 3, 2, 1).float()
+    x = torch.from_numpy(batch).permute(0, 3, 2, 1)
+    x = x.contiguous(memory_format=torch.channels_last).float()
     return x.sub_(127.5).mul_(0.0078125)
 
 
