@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fastmask import _native
 from fastmask.errors import FastmaskError
 
 if TYPE_CHECKING:
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The centre crop of every preset when a run sets none (rust/augment.rs, the eval crop).
-EVAL_CROP = {"center_crop": [1.0, 0.75], "center_offset_y": -0.05}
+# The centre crop of every preset when a run sets none (defined in rust/augment/config.rs).
+EVAL_CROP: dict[str, Any] = dict(_native.EVAL_CROP)
 
 
 def eval_crop(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fastmask import _native
 from fastmask.errors import FastmaskError
 from fastmask.train.config import (
     CROPS,
@@ -174,7 +175,7 @@ def register(subparsers: Any) -> None:
     )
     g.add_argument("--prefetch", type=int, help="batches decoded ahead (default 4)")
     g.add_argument("--cache", action="store_true", default=None, help="keep decoded images")
-    g.add_argument("--augment", choices=("none", "light", "mask", "gender", "age"))
+    g.add_argument("--augment", choices=_native.PRESETS, help="augmentation preset (by task)")
     g.add_argument(
         "--center-crop",
         type=float,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fastmask import _native
 from fastmask.data import check_age_bounds
 from fastmask.errors import FastmaskError
 from fastmask.schema import DEFAULT_AGE_BOUNDS, NUM_CLASSES, TRAIN_TASKS
@@ -161,6 +162,10 @@ def validate_config(c: TrainConfig, check_model: bool = True) -> None:
         (c.wandb in (None, "online", "offline", "disabled"), f"--wandb {c.wandb!r}"),
         (len(c.image_size) == 2, "--image-size takes one or two numbers (height width)"),
         (c.crop in CROPS, f"--crop {c.crop!r}: expected one of {', '.join(CROPS)}"),
+        (
+            c.augment in ("", *_native.PRESETS),
+            f"--augment {c.augment!r}: expected one of {', '.join(_native.PRESETS)}",
+        ),
         (c.face_margin >= 0, f"--face-margin must be >= 0, got {c.face_margin}"),
         (0 <= c.ema_decay < 1, f"--ema-decay must be in [0, 1), got {c.ema_decay}"),
         (c.accum_steps >= 1, f"--accum-steps must be >= 1, got {c.accum_steps}"),
