@@ -257,21 +257,43 @@ def find_suspects(oof: pd.DataFrame) -> pd.DataFrame:
     return table[SUSPECT_COLUMNS]
 
 
-def corrections_text(table: pd.DataFrame) -> str:
-    """corrections.csv for `--corrections`: one commented-out line per suspect."""
+def corrections_text(table: pd.DataFrame, kept: list[str] | None = None) -> str:
+    """corrections.csv for `--corrections`: the corrections the job already used (`kept`,
+    CSV rows without the header), then one commented-out line per suspect."""
     lines = [
         "# Suggested label corrections from `fastmask suspects`, most suspicious first.",
-        "# Every line is commented out: look at the contact sheets, then remove the '# ' of",
-        "# each correction you accept and train with --corrections THIS_FILE.",
+        "# Every suggestion is commented out: look at the contact sheets, then remove the '# '",
+        "# of each correction you accept and train with --corrections THIS_FILE.",
         "# A person's corrections apply to every folder with that id.",
         "id,field,value,status,note",
     ]
+    if kept:
+        lines += ["# The corrections the job was trained with, kept:", *kept]
+        lines.append("# Suggestions:")
     for row in table.itertuples(index=False):
         if not row.correction:
             continue
         note = f"rank {row.rank} score {row.score:.3f}: {row.given} -> {row.suggested}"
         lines.append(f"# {row.id},{row.task},{row.correction},default,{note.replace(',', ';')}")
     return "\n".join(lines) + "\n"
+
+
+def used_corrections(job: Job) -> list[str]:
+    """The rows of the corrections file the job trained with (the shipped ones by default),
+    five columns each, so a reviewed file keeps them."""
+    from fastmask.data import load_corrections
+
+    effective = json.loads((job.folder / "recipe.json").read_text()).get("effective", {})
+    task = job.summary.get("tasks", ["mask"])[0]
+    source = effective.get(f"{task}.corrections", "default")
+    if source == "none":
+        return []
+    table = load_corrections(source)
+    notes = table["note"] if "note" in table else pd.Series([""] * len(table))
+    return [
+        f"{r.id},{r.field},{r.value},{r.status},{str(n).replace(',', ';')}"
+        for r, n in zip(table.itertuples(index=False), notes, strict=True)
+    ]
 
 
 def contact_sheets(
@@ -358,7 +380,7 @@ def write_suspects(
         old.unlink()
     table = find_suspects(job.oof).head(top)
     write_csv_atomic(table, folder / "suspects.csv")
-    write_text_atomic(folder / "corrections.csv", corrections_text(table))
+    write_text_atomic(folder / "corrections.csv", corrections_text(table, used_corrections(job)))
     sheets = contact_sheets(table, job.oof, folder) if not table.empty else []
     log.info("%d suspects -> %s (%d contact sheets)", len(table), folder, len(sheets))
     return table, warnings
