@@ -198,3 +198,27 @@ def test_suspects_warn_when_the_data_changed(finished: Path, data: Path, tmp_pat
     warnings = write_suspects(job, tmp_path / "changed")[1]
     assert len(warnings) == 1 and "changed after the job trained" in warnings[0]
     assert "7 images added and 7 removed" in warnings[0]
+
+
+def test_single_split_job_with_face_crop(data: Path, tmp_path: Path):
+    import shutil
+
+    copy = tmp_path / "DATA"
+    shutil.copytree(data, copy)
+    recipe = tmp_path / "one.toml"
+    recipe.write_text(
+        TINY_RECIPE.replace("folds = 2", "folds = 1")
+        .replace('tasks = ["mask", "gender", "age"]', 'tasks = ["multi"]')
+        .replace("tune_bias = true", "tune_bias = false")
+        .replace("epochs = 2", 'epochs = 1\ncrop = "face"\nval_fraction = 0.25')
+    )
+    out = tmp_path / "job"
+    assert cli.main(["run", str(recipe), "--data", str(copy), "--out", str(out)]) == 0
+    assert (copy / "faces.csv").exists(), "a face-crop recipe runs faces first"
+    assert json.loads((out / "multi" / "config.json").read_text())["crop"] == "face"
+    s = json.loads((out / "summary.json").read_text())
+    assert s["validation"] == "holdout" and s["folds"] == 1 and s["bias"] is None
+    oof = pd.read_csv(out / "oof.csv")
+    val_people = json.loads((out / "multi" / "summary.json").read_text())["val_people"]
+    assert set(oof["person"]) == set(val_people) and s["oof_images"] == len(oof)
+    assert len(pd.read_csv(out / "submission.csv")) == len(pd.read_csv(copy / "eval" / "info.csv"))
