@@ -54,7 +54,7 @@ fn bench_decode(c: &mut Criterion) {
 fn bench_ops(c: &mut Criterion) {
     let photo = decode_image(&photo_bytes(), &DecodeOptions::default()).unwrap();
     let eval = AugmentConfig::eval();
-    let region = augment::crop_region(&photo, None, &eval);
+    let region = augment::crop_region(&photo, None, &eval).region;
     let mut base = vec![0u8; SIDE * SIDE * 3];
     augment::resize_into(&photo, region, &mut base, SIDE, SIDE).unwrap();
     let mut buf = base.clone();

@@ -53,8 +53,16 @@ impl From<PyError> for PyErr {
 }
 
 type PyResult2<T> = Result<T, PyError>;
-/// Per-image crop boxes (x0, y0, x1, y1) in source pixels, None for the centre crop.
-type Boxes = Option<Vec<Option<(f32, f32, f32, f32)>>>;
+/// Per-image crop boxes in source pixels, None for the centre crop.
+type Boxes = Option<Vec<Option<PyCropBox>>>;
+
+/// A crop box from Python: (x0, y0, x1, y1), or (x0, y0, x1, y1, angle_deg) for the box
+/// turned about its centre (`augment::CropBox`).
+#[derive(FromPyObject, Clone, Copy)]
+enum PyCropBox {
+    Turned((f32, f32, f32, f32, f32)),
+    Plain((f32, f32, f32, f32)),
+}
 
 /// Version and build facts of the native module.
 #[pyfunction]
@@ -239,8 +247,11 @@ macro_rules! py_augment_config {
 
 augment_knobs!(py_augment_config);
 
-fn crop_box(b: Option<(f32, f32, f32, f32)>) -> Option<CropBox> {
-    b.map(|(x0, y0, x1, y1)| CropBox { x0, y0, x1, y1 })
+fn crop_box(b: Option<PyCropBox>) -> Option<CropBox> {
+    b.map(|b| match b {
+        PyCropBox::Plain((x0, y0, x1, y1)) => CropBox::plain(x0, y0, x1, y1),
+        PyCropBox::Turned((x0, y0, x1, y1, angle)) => CropBox::turned(x0, y0, x1, y1, angle),
+    })
 }
 
 /// Crop, resize and (with train=True) augment one RGB uint8 image [H, W, 3].
@@ -255,9 +266,13 @@ fn augment_image<'py>(
     seed: u64,
     preset: &str,
     knobs: Option<&Bound<'py, PyDict>>,
-    crop: Option<(f32, f32, f32, f32)>,
+    crop: Option<PyCropBox>,
 ) -> PyResult<Bound<'py, PyArray3<u8>>> {
     let cfg = PyAugmentConfig::build(preset, knobs)?.cfg;
+    let crop = crop_box(crop);
+    if let Some(Err(e)) = crop.map(|c| c.check()) {
+        return Err(PyValueError::new_err(format!("crop: {e}")));
+    }
     let shape = image.shape();
     if shape[2] != 3 {
         return Err(PyValueError::new_err(format!(
@@ -280,7 +295,7 @@ fn augment_image<'py>(
     let mut out = vec![0u8; out_w * out_h * 3];
     py.detach(|| {
         let mut rng = rng::Rng::derive(&[seed]);
-        let region = augment::crop_region(&img, crop_box(crop), &cfg);
+        let region = augment::crop_region(&img, crop, &cfg);
         let target = augment::Target::u8(&mut out, out_w, out_h)?;
         augment::process(&img, region, &cfg, train, &mut rng, target)
     })

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rayon::prelude::*;
 
-use crate::augment::{self, AugmentConfig, CropBox, Region};
+use crate::augment::{self, AugmentConfig, Crop, CropBox};
 use crate::color::Output;
 use crate::decode::{self, DecodeOptions, Image};
 use crate::error::{Error, Result};
@@ -124,6 +124,12 @@ impl Pipeline {
                     b.len(),
                     paths.len()
                 )));
+            }
+            for (i, crop) in b.iter().enumerate() {
+                if let Some(Err(e)) = crop.map(|c| c.check()) {
+                    let path = paths[i].display();
+                    return Err(Error::Invalid(format!("crop box {i} ({path}): {e}")));
+                }
             }
         }
         if cfg.out_w == 0 || cfg.out_h == 0 || cfg.out_w > 8192 || cfg.out_h > 8192 {
@@ -347,6 +353,8 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
 /// smallest random-resized crop of it, still covers the output at full resolution.
 fn working_scale(cfg: &PipelineConfig, src_w: usize, src_h: usize, crop: Option<CropBox>) -> f64 {
     let (mut rw, mut rh) = match crop {
+        // A turned box is never clamped: all of it reaches the output.
+        Some(b) if b.angle.is_some() => (f64::from(b.x1 - b.x0).max(1.0), f64::from(b.y1 - b.y0).max(1.0)),
         Some(b) => (
             (b.x1.min(src_w as f32) - b.x0.max(0.0)).max(1.0) as f64,
             (b.y1.min(src_h as f32) - b.y0.max(0.0)).max(1.0) as f64,
@@ -364,23 +372,24 @@ fn working_scale(cfg: &PipelineConfig, src_w: usize, src_h: usize, crop: Option<
     (cfg.out_w as f64 / rw).max(cfg.out_h as f64 / rh).min(1.0)
 }
 
-/// An image ready for `augment::process`: pixels and the deterministic crop region
-/// in them.
+/// An image ready for `augment::process`: pixels and the deterministic crop in them.
 struct Working {
     img: Image,
-    region: Region,
+    region: Crop,
 }
 
 /// The scale (x, y) of a cache's working image against the decoded one: the output's scale
-/// of the crop region, so that eval copies it (see `augment::working_image`). Training keeps
-/// one scale for both axes (rotations stay rotations), enlarged so the smallest random-resized
-/// crop still covers the output at full resolution. Never above 1: no upscaling.
-fn cache_scale(cfg: &PipelineConfig, region: Region) -> (f64, f64) {
+/// of the crop region, so that eval copies it (see `augment::working_image`). Training and
+/// turned crops keep one scale for both axes (rotations stay rotations), training enlarged so
+/// the smallest random-resized crop still covers the output at full resolution. Never above
+/// 1: no upscaling.
+fn cache_scale(cfg: &PipelineConfig, crop: Crop) -> (f64, f64) {
+    let region = crop.region;
     let sx = cfg.out_w as f64 / f64::from(region.w);
     let sy = cfg.out_h as f64 / f64::from(region.h);
-    let (sx, sy) = if cfg.train {
+    let (sx, sy) = if cfg.train || crop.angle.is_some() {
         let mut s = sx.max(sy);
-        if cfg.augment.rrc_p > 0.0 {
+        if cfg.train && cfg.augment.rrc_p > 0.0 {
             s /= (cfg.augment.rrc_scale.0.clamp(0.01, 1.0) as f64).sqrt();
         }
         (s, s)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,9 @@ def face_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data
 
 
-def test_train_and_predict_use_the_face_boxes(face_data: Path, tmp_path: Path, monkeypatch):
+def crop_boxes_seen(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The crop_boxes of every Loader made from now on, in order."""
     import fastmask.loader
-    from fastmask.data import read_eval
 
     seen: list[Any] = []
     real = fastmask.loader.Loader
@@ -68,6 +69,13 @@ def test_train_and_predict_use_the_face_boxes(face_data: Path, tmp_path: Path, m
         return real(*args, **kwargs)
 
     monkeypatch.setattr(fastmask.loader, "Loader", spy)
+    return seen
+
+
+def test_train_and_predict_use_the_face_boxes(face_data: Path, tmp_path: Path, monkeypatch):
+    from fastmask.data import read_eval
+
+    seen = crop_boxes_seen(monkeypatch)
     run = tmp_path / "run"
     argv = ["train", "mask", "--data", str(face_data), "--out", str(run), *TINY_TRAIN]
     assert cli.main([*argv, "--crop", "face", "--face-margin", "0.25"]) == 0
@@ -89,6 +97,56 @@ def test_train_and_predict_use_the_face_boxes(face_data: Path, tmp_path: Path, m
         else:
             assert box is None
     assert any(b is None for b in boxes) and any(b is not None for b in boxes)
+
+
+def test_face_aligned_train_and_predict_use_turned_boxes(
+    face_data: Path, tmp_path: Path, monkeypatch
+):
+    from fastmask.data import read_eval
+    from fastmask.export import face_crop
+
+    # A faces file with landmarks: eyes tilted by 10 degrees, level, missing, or no face.
+    with open(face_data / "faces.csv") as f:
+        paths = [r["path"] for r in csv.DictReader(f)]
+    tilt = math.tan(math.radians(10.0)) * 80
+    eyes = {0: [150, 200, 230, 200 + tilt], 1: [150, 200, 230, 200], 2: ["", "", "", ""]}
+    faces_file = tmp_path / "faces_landmarks.csv"
+    with open(faces_file, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "x0", "y0", "x1", "y1", "score", "le_x", "le_y", "re_x", "re_y",
+                    "nose_x", "nose_y", "lm_x", "lm_y", "rm_x", "rm_y"])  # fmt: skip
+        for i, p in enumerate(paths):
+            if i % 4 == 3:
+                w.writerow([p] + [""] * 15)
+                continue
+            rest = [190, 240, 160, 280, 220, 280] if i % 4 != 2 else [""] * 6
+            w.writerow([p, 100, 120, 284, 330, 0.9, *eyes[i % 4 % 3], *rest])
+    seen = crop_boxes_seen(monkeypatch)
+    run = tmp_path / "run"
+    argv = ["train", "mask", "--data", str(face_data), "--out", str(run), *TINY_TRAIN]
+    assert cli.main([*argv, "--crop", "face-aligned", "--faces", str(faces_file)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["crop"], config["faces"]) == ("face-aligned", str(faces_file))
+    assert face_crop(config) == {"margin": 0.3, "aligned": True}
+    assert face_crop({"crop": "face", "face_margin": 0.2}) == {"margin": 0.2, "aligned": False}
+    assert face_crop({"crop": "center"}) is None
+    assert seen and all(b is not None and len(b) > 0 for b in seen)
+    out = tmp_path / "pred.csv"
+    assert cli.main(["predict", str(run), "--data", str(face_data), "--out", str(out)]) == 0
+    eval_paths = read_eval(face_data)["path"].tolist()
+    index = {p: i for i, p in enumerate(paths)}
+    boxes = seen[-1]
+    assert len(boxes) == len(eval_paths)
+    # The box grown by 0.3 per side about its centre (192, 225): 294.4 x 336 pixels.
+    grown = pytest.approx((44.8, 57.0, 339.2, 393.0))
+    for path, box in zip(eval_paths, boxes, strict=True):
+        kind = index[path] % 4
+        if kind == 3:
+            assert box is None  # no face: the centre crop
+            continue
+        assert len(box) == 5 and box[:4] == grown
+        assert box[4] == pytest.approx(10.0 if kind == 0 else 0.0)
+    assert {index[p] % 4 for p in eval_paths} >= {0, 3}
 
 
 def test_center_crop_is_the_default_and_old_configs_load(tmp_path: Path):

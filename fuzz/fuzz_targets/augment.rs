@@ -5,7 +5,8 @@
 //! RNG seed.
 //!
 //! Input layout (missing bytes read as 0): w, h, out_w, out_h (1..=64 each), source-size
-//! mode, crop box, 19 knobs, an 8-byte RNG seed, then the pixels (repeated to fill w*h*3).
+//! mode, crop box (kind: bit 0 a box, bit 1 turned; 4 coordinates, then a turned box's
+//! angle), 21 knobs, an 8-byte RNG seed, then the pixels (repeated to fill w*h*3).
 #![no_main]
 
 use _native::augment::{crop_region, process, AugmentConfig, CropBox, Target};
@@ -73,11 +74,18 @@ fuzz_target!(init: common::init(), |data: &[u8]| {
             (w * d - cut, h * d - cut)
         }
     };
-    let crop = (r.u8() & 1 == 1).then(|| CropBox {
-        x0: r.coord(),
-        y0: r.coord(),
-        x1: r.coord(),
-        y1: r.coord(),
+    // Bit 0: a crop box; bit 1: turned, by an angle read like a coordinate (raw bits too).
+    let kind = r.u8();
+    let crop = (kind & 1 == 1).then(|| {
+        let b = CropBox::plain(r.coord(), r.coord(), r.coord(), r.coord());
+        if kind & 2 == 2 {
+            CropBox {
+                angle: Some(r.coord() * 3.0),
+                ..b
+            }
+        } else {
+            b
+        }
     });
     let cfg = AugmentConfig {
         center_crop: (r.knob(0.0, 1.0), r.knob(0.0, 1.0)),

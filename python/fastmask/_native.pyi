@@ -5,7 +5,7 @@ Image sizes are (height, width) everywhere, as in numpy shapes and `Loader(image
 
 from collections.abc import Mapping, Sequence
 from os import PathLike
-from typing import Any, final
+from typing import Any, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,9 @@ __all__ = [
     "decode_file",
     "epoch_plan",
 ]
+# (x0, y0, x1, y1), or (x0, y0, x1, y1, angle_deg): that box turned about its centre.
+_CropBox: TypeAlias = tuple[float, float, float, float] | tuple[float, float, float, float, float]
+
 __version__: str
 PRESETS: tuple[str, ...]
 AUGMENT_KNOBS: tuple[str, ...]
@@ -100,7 +103,7 @@ def augment_image(
     seed: int = 0,
     preset: str = "none",
     knobs: Mapping[str, Any] | None = None,
-    crop: tuple[float, float, float, float] | None = None,
+    crop: _CropBox | None = None,
 ) -> npt.NDArray[np.uint8]: ...
 def epoch_plan(
     labels: Sequence[int],
@@ -121,7 +124,7 @@ class Pipeline:
         cls,
         paths: Sequence[str | PathLike[str]],
         labels: Sequence[int] | None,
-        boxes: Sequence[tuple[float, float, float, float] | None] | None,
+        boxes: Sequence[_CropBox | None] | None,
         *,
         batch_size: int,
         image_size: tuple[int, int],

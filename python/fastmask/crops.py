@@ -1,4 +1,5 @@
-"""Which part of each image a model sees: the centre crop, or the face box of `faces`.
+"""Which part of each image a model sees: the centre crop, or the face box of `faces` (turned
+so the eyes are level with --crop face-aligned).
 
 Training and inference ask the same function, so a model is always fed the framing it was
 trained with.
@@ -10,14 +11,17 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastmask import _native
 from fastmask.errors import FastmaskError
 
 if TYPE_CHECKING:
-    from fastmask.loader import AugmentConfig
+    from fastmask.faces import Face
+    from fastmask.loader import AugmentConfig, CropBox
     from fastmask.train.config import TrainConfig
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +61,51 @@ def faces_path(c: TrainConfig, data: str | Path | None = None) -> Path:
 
 def face_crop_boxes(
     c: TrainConfig, paths: list[str], data: str | Path | None = None
-) -> list[tuple[float, float, float, float] | None] | None:
-    """Per path the face box grown by the margin (None: centre crop); None for --crop center."""
-    if c.crop != "face":
+) -> list[CropBox | None] | None:
+    """Per path the face box grown by the margin (None: centre crop); None for --crop center.
+
+    --crop face-aligned gives each box with the angle that levels its eyes,
+    (x0, y0, x1, y1, angle), as `fastmask.faces.alignment` frames it; angle 0 where faces.csv
+    has no landmarks. The loader turns the box about its centre (see `Loader`)."""
+    if c.crop not in ("face", "face-aligned"):
         return None
-    from fastmask.faces import expand_box, load_face_boxes
+    from fastmask.faces import expand_box, load_face_boxes, load_faces
 
     source = faces_path(c, data)
     if not source.exists():
         raise FastmaskError(
-            f"--crop face needs {source}: run `python -m fastmask faces {source.parent}` first"
+            f"--crop {c.crop} needs {source}: run `python -m fastmask faces {source.parent}` first"
         )
-    boxes = load_face_boxes(source)
-    # Keys are written as data.build_index/read_eval spell paths; resolve to forgive ./ or /abs.
-    resolved = {os.path.realpath(k): b for k, b in boxes.items()}
-    found = [boxes.get(p, resolved.get(os.path.realpath(p))) for p in paths]
-    out = [None if b is None else expand_box(b, c.face_margin) for b in found]
+    out: list[CropBox | None]
+    if c.crop == "face":
+        boxes = _lookup(load_face_boxes(source), paths)
+        out = [None if b is None else expand_box(b, c.face_margin) for b in boxes]
+    else:
+        found = _lookup(load_faces(source), paths)
+        out = [None if f is None else aligned_box(f, c.face_margin) for f in found]
+        eyes = [f is not None and f.landmarks is not None for f in found]
+        log.info("face-aligned crop: %d images have eyes to level", sum(eyes))
     log.info("face crop: %d of %d images have a face box in %s", sum(b is not None for b in out),
              len(out), source)  # fmt: skip
     return out
+
+
+def aligned_box(face: Face, margin: float) -> CropBox | None:
+    """The face box grown by `margin` of its size per side with the angle of its eye line, as
+    (x0, y0, x1, y1, angle); angle 0 without landmarks, None for an empty box."""
+    from fastmask.faces import alignment
+
+    x0, y0, x1, y1 = face.box
+    if not (x1 > x0 and y1 > y0):
+        return None
+    # Without landmarks the box's top edge stands in for the eye line: level, no turn.
+    left, right = face.landmarks[:2] if face.landmarks is not None else ((x0, y0), (x1, y0))
+    a = alignment(face.box, left, right, margin)
+    (cx, cy), (w, h) = a.centre, a.size
+    return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, a.angle)
+
+
+def _lookup(found: Mapping[str, _T], paths: list[str]) -> list[_T | None]:
+    # Keys are written as data.build_index/read_eval spell paths; resolve to forgive ./ or /abs.
+    resolved = {os.path.realpath(k): v for k, v in found.items()}
+    return [found.get(p, resolved.get(os.path.realpath(p))) for p in paths]

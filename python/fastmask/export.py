@@ -78,6 +78,14 @@ def _tuple_outputs(model: nn.Module, heads: tuple[str, ...]) -> nn.Module:
     return TupleOutputs().eval()
 
 
+def face_crop(config: dict[str, Any]) -> dict[str, Any] | None:
+    """How a face-cropping run framed images (see `fastmask.crops`), None for the centre crop."""
+    crop = config.get("crop", "center")
+    if crop not in ("face", "face-aligned"):
+        return None
+    return {"margin": config.get("face_margin", 0.3), "aligned": crop == "face-aligned"}
+
+
 def export_metadata(loaded: LoadedModel, fmt: str, file_name: str) -> dict[str, Any]:
     """The sidecar: everything a consumer needs to feed the model and read its outputs."""
     from fastmask import __version__
@@ -95,13 +103,10 @@ def export_metadata(loaded: LoadedModel, fmt: str, file_name: str) -> dict[str, 
         "image_size": [h, w],
         "augment": loaded.augment,
         "crop": eval_crop(loaded.config),
-        # A --crop face run was fed face boxes (faces.csv) grown by this margin per side; the
-        # centre crop above applies only to images without a box.
-        "face_crop": (
-            {"margin": loaded.config.get("face_margin", 0.3)}
-            if loaded.config.get("crop") == "face"
-            else None
-        ),
+        # A --crop face run was fed face boxes (faces.csv) grown by this margin per side, a
+        # face-aligned run those boxes turned so the eyes are level (`aligned`); the centre
+        # crop above applies only to images without a box.
+        "face_crop": face_crop(loaded.config),
         "input": {
             "name": INPUT_NAME,
             "shape": ["batch", 3, h, w],

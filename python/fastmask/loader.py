@@ -54,12 +54,17 @@ def as_augment(augment: str | AugmentConfig | None) -> AugmentConfig:
     return augment
 
 
-def _box(b: Sequence[float] | None) -> tuple[float, float, float, float] | None:
+# A crop box in source pixels: (x0, y0, x1, y1), or (x0, y0, x1, y1, angle_deg) turned.
+CropBox = tuple[float, float, float, float] | tuple[float, float, float, float, float]
+
+
+def _box(i: int, b: Sequence[float] | None) -> CropBox | None:
     if b is None:
         return None
-    if len(b) != 4:
-        raise ValueError(f"crop box {b!r}: expected (x0, y0, x1, y1)")
-    return (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+    if len(b) not in (4, 5):
+        raise ValueError(f"crop box {i} {b!r}: expected (x0, y0, x1, y1) or with angle_deg")
+    x0, y0, x1, y1 = (float(v) for v in b[:4])
+    return (x0, y0, x1, y1) if len(b) == 4 else (x0, y0, x1, y1, float(b[4]))
 
 
 def _rgb255(v: Sequence[float]) -> tuple[float, float, float]:
@@ -94,9 +99,16 @@ class Loader:
     crop geometry also applies in eval mode). threads: worker threads (default: all cores).
     prefetch: batches decoded ahead. cache / cache_bytes: keep decoded, downscaled images in
     RAM across epochs, up to cache_bytes of pixels. oversample: None, "balanced" or
-    {class: weight}. crop_boxes: per path (x0, y0, x1, y1) in source pixels or None.
-    rank / world_size: DDP shard. drop_last: default True in training. device: "cuda" puts
-    batches on the GPU through pinned memory. normalize: float output, (x/255 - mean) / std.
+    {class: weight}. crop_boxes: per path, in source pixels (after EXIF orientation), None
+    for the centre crop, (x0, y0, x1, y1) for that box (clamped to the image), or
+    (x0, y0, x1, y1, angle_deg) for that box turned about its centre by angle_deg, its x axis
+    towards +y (clockwise as seen; `fastmask.faces.alignment`'s angle levels the eyes). A
+    turned box is not clamped: beyond the image the edge pixels repeat. In training the random
+    resized crop is drawn inside the turned box and the rotation jitter adds to its angle. A
+    turned box must be finite, non-empty, within 1e6 pixels and 360 degrees (ValueError
+    naming the item otherwise). rank / world_size: DDP shard. drop_last: default True in
+    training. device: "cuda" puts batches on the GPU through pinned memory. normalize: float
+    output, (x/255 - mean) / std.
     on_error: "raise" (DecodeError naming the file) or "skip" (replace with a sample of
     the same class and log the path once).
     """
@@ -116,7 +128,7 @@ class Loader:
         cache: bool = False,
         cache_bytes: int | None = None,
         oversample: None | Literal["balanced"] | Mapping[int, float] = None,
-        crop_boxes: Sequence[tuple[float, float, float, float] | None] | None = None,
+        crop_boxes: Sequence[Sequence[float] | None] | None = None,
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool | None = None,
@@ -159,7 +171,7 @@ class Loader:
         self._pipe = _native.Pipeline(
             [os.fspath(p) for p in paths],
             label_list,
-            None if crop_boxes is None else [_box(b) for b in crop_boxes],
+            None if crop_boxes is None else [_box(i, b) for i, b in enumerate(crop_boxes)],
             batch_size=batch_size,
             image_size=(self.height, self.width),
             threads=self.threads,

@@ -9,15 +9,93 @@ use fast_image_resize as fr;
 use std::cell::RefCell;
 
 /// A crop box in SOURCE pixel coordinates (`Image::source_width/height`, i.e. full scale
-/// after EXIF orientation). Parts outside the image are clamped away; a box with less than
-/// one source pixel of width or height left (including reversed or NaN boxes) is
-/// degenerate and falls back to the centre crop of the config.
+/// after EXIF orientation).
+///
+/// `angle` None, a plain box: parts outside the image are clamped away; a box with less than
+/// one source pixel of width or height left (including reversed or NaN boxes) is degenerate
+/// and falls back to the centre crop of the config.
+///
+/// `angle` Some(degrees), a turned box: the rectangle (x0, y0)-(x1, y1) turned about its
+/// centre by `angle`, its x axis towards +y (clockwise as seen; `fastmask.faces.alignment`'s
+/// convention, so the eye angle of a face levels its eyes). It is never clamped: where it
+/// leaves the image the edge pixels repeat. `check` says whether its values can be used; one
+/// that cannot falls back to the centre crop.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CropBox {
     pub x0: f32,
     pub y0: f32,
     pub x1: f32,
     pub y1: f32,
+    pub angle: Option<f32>,
+}
+
+/// How far (source pixels) a turned box may reach, and how far (degrees) it may turn.
+pub const MAX_TURNED_COORD: f32 = 1e6;
+pub const MAX_TURN_DEG: f32 = 360.0;
+
+impl CropBox {
+    pub fn plain(x0: f32, y0: f32, x1: f32, y1: f32) -> Self {
+        CropBox {
+            x0,
+            y0,
+            x1,
+            y1,
+            angle: None,
+        }
+    }
+
+    pub fn turned(x0: f32, y0: f32, x1: f32, y1: f32, angle: f32) -> Self {
+        CropBox {
+            angle: Some(angle),
+            ..CropBox::plain(x0, y0, x1, y1)
+        }
+    }
+
+    /// A turned box must be finite, non-empty, within `MAX_TURNED_COORD` pixels and
+    /// `MAX_TURN_DEG` degrees; a plain box always passes (a degenerate one means the centre
+    /// crop, see above).
+    pub fn check(&self) -> Result<()> {
+        let Some(angle) = self.angle else {
+            return Ok(());
+        };
+        let coords = [self.x0, self.y0, self.x1, self.y1];
+        if !coords
+            .iter()
+            .all(|v| v.is_finite() && v.abs() <= MAX_TURNED_COORD)
+        {
+            return Err(Error::Invalid(format!(
+                "turned crop box {coords:?} must have finite coordinates within \u{b1}{MAX_TURNED_COORD} pixels"
+            )));
+        }
+        if !(self.x1 > self.x0 && self.y1 > self.y0) {
+            return Err(Error::Invalid(format!(
+                "turned crop box {coords:?} is empty: needs x1 > x0 and y1 > y0"
+            )));
+        }
+        if !(angle.is_finite() && angle.abs() <= MAX_TURN_DEG) {
+            return Err(Error::Invalid(format!(
+                "turned crop box angle {angle} must be finite and within \u{b1}{MAX_TURN_DEG} degrees"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The deterministic crop of an image, in its decoded pixel coordinates: what `crop_region`
+/// gives and `process` takes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Crop {
+    /// The rectangle; for a turned crop, in its own frame (before turning about its centre).
+    pub region: Region,
+    /// None: axis-aligned, kept inside the image. Some(degrees): turned about the region's
+    /// centre as a turned `CropBox`, never clamped.
+    pub angle: Option<f32>,
+}
+
+impl From<Region> for Crop {
+    fn from(region: Region) -> Self {
+        Crop { region, angle: None }
+    }
 }
 
 /// A region of the decoded image, in its own pixel coordinates (floats: the resizer and
@@ -39,9 +117,10 @@ pub struct Rect {
     pub h: usize,
 }
 
-/// The deterministic crop region of `img`, in its decoded pixel coordinates: the crop box
-/// (clamped) or, without one or when it is degenerate, the centre crop of `cfg`.
-pub fn crop_region(img: &Image, crop: Option<CropBox>, cfg: &AugmentConfig) -> Region {
+/// The deterministic crop of `img`, in its decoded pixel coordinates: the crop box (a plain
+/// one clamped, a turned one as it is) or, without one or when it is degenerate, the centre
+/// crop of `cfg`.
+pub fn crop_region(img: &Image, crop: Option<CropBox>, cfg: &AugmentConfig) -> Crop {
     let (iw, ih) = (img.width as f32, img.height as f32);
     // Crop boxes are in full-scale coordinates; a DCT-scaled decode is smaller.
     let sw = if img.source_width > 0 {
@@ -54,8 +133,19 @@ pub fn crop_region(img: &Image, crop: Option<CropBox>, cfg: &AugmentConfig) -> R
     } else {
         ih
     };
+    if let Some(b) = crop.filter(|b| b.angle.is_some() && b.check().is_ok()) {
+        return Crop {
+            region: Region {
+                x: b.x0 * iw / sw,
+                y: b.y0 * ih / sh,
+                w: (b.x1 - b.x0) * iw / sw,
+                h: (b.y1 - b.y0) * ih / sh,
+            },
+            angle: b.angle,
+        };
+    }
     let boxed = crop
-        .filter(|b| ![b.x0, b.y0, b.x1, b.y1].iter().any(|v| v.is_nan()))
+        .filter(|b| b.angle.is_none() && ![b.x0, b.y0, b.x1, b.y1].iter().any(|v| v.is_nan()))
         .and_then(|b| {
             let (x0, x1) = (clampf(b.x0, 0.0, sw), clampf(b.x1, 0.0, sw));
             let (y0, y1) = (clampf(b.y0, 0.0, sh), clampf(b.y1, 0.0, sh));
@@ -77,7 +167,7 @@ pub fn crop_region(img: &Image, crop: Option<CropBox>, cfg: &AugmentConfig) -> R
             h,
         }
     });
-    fit_region(
+    Crop::from(fit_region(
         Region {
             x: r.x * iw / sw,
             y: r.y * ih / sh,
@@ -86,7 +176,7 @@ pub fn crop_region(img: &Image, crop: Option<CropBox>, cfg: &AugmentConfig) -> R
         },
         iw,
         ih,
-    )
+    ))
 }
 
 /// Keep a region inside a w x h image and at least one pixel on each side.
@@ -230,13 +320,19 @@ pub fn resize_image(img: &Image, width: usize, height: usize) -> Result<Image> {
     })
 }
 
-/// A cache's working image: `img` resampled by `scale` (x, y) so that `region` starts on a
-/// whole pixel, and `region` in the result's coordinates. With the output's scale, the region
-/// is then the output size on the pixel grid, so `process` copies it, and the copy is
-/// the block a direct resize of `region` would give (the resizer reads past a crop window, so
-/// a block of a larger resize is the same resize). An axis with scale >= 1 is kept as it is.
-pub fn working_image(img: Image, region: Region, scale: (f64, f64)) -> Result<(Image, Region)> {
+/// A cache's working image: `img` resampled by `scale` (x, y) so that the crop's region
+/// starts on a whole pixel, and the crop in the result's coordinates. With the output's scale,
+/// the region is then the output size on the pixel grid, so `process` copies it, and the copy
+/// is the block a direct resize of the region would give (the resizer reads past a crop
+/// window, so a block of a larger resize is the same resize). An axis with scale >= 1 is kept
+/// as it is. A turned crop is warped, never copied: the whole image is resized by the larger
+/// of the two scales, the same on both axes so that turns stay turns.
+pub fn working_image(img: Image, crop: Crop, scale: (f64, f64)) -> Result<(Image, Crop)> {
     check_image(&img)?;
+    if crop.angle.is_some() {
+        return turned_working_image(img, crop, scale.0.max(scale.1));
+    }
+    let region = crop.region;
     let region = fit_region(region, img.width as f32, img.height as f32);
     let x = WorkingAxis::new(region.x, region.w, img.width, scale.0);
     let y = WorkingAxis::new(region.y, region.h, img.height, scale.1);
@@ -247,7 +343,7 @@ pub fn working_image(img: Image, region: Region, scale: (f64, f64)) -> Result<(I
         h: y.region_len,
     };
     if x.len == img.width && y.len == img.height && x.origin == 0.0 && y.origin == 0.0 {
-        return Ok((img, work));
+        return Ok((img, work.into()));
     }
     let mut data = vec![0u8; x.len * y.len * 3];
     resize_window(
@@ -264,7 +360,27 @@ pub fn working_image(img: Image, region: Region, scale: (f64, f64)) -> Result<(I
         source_width: img.source_width,
         source_height: img.source_height,
     };
-    Ok((img, work))
+    Ok((img, work.into()))
+}
+
+/// `working_image` of a turned crop: `img` resized by `scale` on both axes (kept when
+/// scale >= 1) and the crop moved with it.
+fn turned_working_image(img: Image, crop: Crop, scale: f64) -> Result<(Image, Crop)> {
+    if !(scale.is_finite() && scale > 0.0 && scale < 1.0) {
+        return Ok((img, crop));
+    }
+    let side = |n: usize| ((n as f64 * scale).round() as usize).clamp(1, n);
+    let small = resize_image(&img, side(img.width), side(img.height))?;
+    let kx = small.width as f32 / img.width as f32;
+    let ky = small.height as f32 / img.height as f32;
+    let r = crop.region;
+    let region = Region {
+        x: r.x * kx,
+        y: r.y * ky,
+        w: r.w * kx,
+        h: r.h * ky,
+    };
+    Ok((small, Crop { region, ..crop }))
 }
 
 /// One axis of `working_image`: the source window [origin, origin + window] becomes `len`
@@ -315,9 +431,10 @@ impl WorkingAxis {
     }
 }
 
-/// Crop `region`, rotate it by `angle_deg` about its centre (positive = counter-clockwise)
-/// and resize it into `out`, as one inverse-affine bilinear warp. Samples outside the image
-/// repeat the edge pixel. Not antialiased: meant for small training rotations.
+/// Crop `region` (kept inside the image), rotate it by `angle_deg` about its centre (positive
+/// = counter-clockwise) and resize it into `out`, as one inverse-affine bilinear warp. Samples
+/// outside the image repeat the edge pixel. Not antialiased: meant for small training
+/// rotations.
 pub fn rotate(
     img: &Image,
     region: Region,
@@ -327,9 +444,49 @@ pub fn rotate(
     out_h: usize,
 ) -> Result<()> {
     check_image(img)?;
+    let region = fit_region(region, img.width as f32, img.height as f32);
+    warp(img, region, angle_deg, out, out_w, out_h)
+}
+
+/// The region of the image that `sub`, a region of the turned crop `whole` in its own frame,
+/// covers: its centre turned by `angle_deg` about the centre of `whole`, its size kept (the
+/// warp turns it by the same angle).
+pub(super) fn turn_about(sub: Region, whole: Region, angle_deg: f32) -> Region {
+    let (sin, cos) = angle_deg.to_radians().sin_cos();
+    let (cx, cy) = (whole.x + whole.w * 0.5, whole.y + whole.h * 0.5);
+    let (u, v) = (sub.x + sub.w * 0.5 - cx, sub.y + sub.h * 0.5 - cy);
+    let (x, y) = (cx + u * cos - v * sin, cy + u * sin + v * cos);
+    Region {
+        x: x - sub.w * 0.5,
+        y: y - sub.h * 0.5,
+        ..sub
+    }
+}
+
+/// How far (pixels) a region given to `warp` may reach: far past any image, and small enough
+/// that its 16.16 fixed-point steps cannot overflow.
+const MAX_WARP_COORD: f32 = 1e8;
+
+/// `rotate` without keeping the region inside the image: output pixel (u, v) samples the
+/// source at centre + R(angle) (u, v), with `fastmask.faces.crop_matrix`'s map, bilinear;
+/// samples beyond the image repeat its edge pixels (OpenCV's BORDER_REPLICATE).
+pub(super) fn warp(
+    img: &Image,
+    region: Region,
+    angle_deg: f32,
+    out: &mut [u8],
+    out_w: usize,
+    out_h: usize,
+) -> Result<()> {
+    check_image(img)?;
     check_out(out, out_w, out_h)?;
+    let values = [region.x, region.y, region.w, region.h];
+    if !values.iter().all(|v| v.is_finite() && v.abs() <= MAX_WARP_COORD) || !angle_deg.is_finite() {
+        return Err(Error::Invalid(format!(
+            "warp region {region:?} turned by {angle_deg} degrees is out of range"
+        )));
+    }
     let (w, h) = (img.width, img.height);
-    let region = fit_region(region, w as f32, h as f32);
     let (sin, cos) = angle_deg.to_radians().sin_cos();
     let (kx, ky) = (region.w / out_w as f32, region.h / out_h as f32);
     let (cx, cy) = (region.x + region.w * 0.5, region.y + region.h * 0.5);
@@ -380,7 +537,7 @@ pub fn hflip_in_place(buf: &mut [u8], w: usize, h: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::augment::testing::{coords, noise_image};
+    use crate::augment::testing::{coords, mean_abs_diff, noise_image};
 
     #[test]
     fn hflip_twice_is_identity_and_mirrors() {
@@ -408,12 +565,7 @@ mod tests {
         let (mut a, mut b) = (vec![0u8; 40 * 32 * 3], vec![0u8; 40 * 32 * 3]);
         rotate(&img, region, 0.0, &mut a, 40, 32).unwrap();
         resize_into(&img, region, &mut b, 40, 32).unwrap();
-        let mad = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| f64::from(x.abs_diff(*y)))
-            .sum::<f64>()
-            / a.len() as f64;
+        let mad = mean_abs_diff(&a, &b);
         assert!(mad < 2.0, "{mad}");
         // 90 degrees counter-clockwise: the output's top-left comes from the source's top-right.
         let img = coords(9, 9);
@@ -459,7 +611,8 @@ mod tests {
                 h,
             };
             let scale = (rng.uniform(0.05, 1.2) as f64, rng.uniform(0.05, 1.2) as f64);
-            let (work, at) = working_image(img.clone(), region, scale).unwrap();
+            let (work, at) = working_image(img.clone(), region.into(), scale).unwrap();
+            let at = at.region;
             assert!(at.x >= 0.0 && at.y >= 0.0, "{at:?}");
             assert!(
                 at.x + at.w <= work.width as f32 + 1e-3,

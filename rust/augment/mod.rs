@@ -6,7 +6,9 @@
 //! sample's result depends only on its RNG stream, never on the thread that made it. The
 //! order of draws: crop, rotation, flip, mask appearance (chance, then its pattern), jitter
 //! (chance, then b, c, s, h), grayscale, noise chance, erase chance, noise values, erase box.
-//! A crop that is the output size on the pixel grid is copied instead of resampled.
+//! A crop that is the output size on the pixel grid is copied instead of resampled. A turned
+//! crop (a face with its eyes levelled) is drawn by one warp: random crop in its own frame,
+//! then its angle plus the rotation jitter.
 //!
 //! One file per concern: `config` (knobs and presets), `geometry` (crop regions, resize,
 //! rotation, flip), `mask` (the mask appearance), `pixel` (noise, erasing, normalisation);
@@ -19,8 +21,8 @@ mod pixel;
 
 pub use config::{AugmentConfig, PRESETS};
 pub use geometry::{
-    crop_region, hflip_in_place, random_resized_crop, resize_image, resize_into, rotate, working_image,
-    CropBox, Rect, Region,
+    crop_region, hflip_in_place, random_resized_crop, resize_image, resize_into, rotate, working_image, Crop,
+    CropBox, Rect, Region, MAX_TURNED_COORD, MAX_TURN_DEG,
 };
 pub use mask::{is_skin, mask_appearance, mask_band, MaskPattern, MASK_BAND};
 pub use pixel::{add_noise, erase, normalize_into, random_erase_rect};
@@ -29,7 +31,7 @@ use crate::color::{self, ColorOps, Output, View};
 use crate::decode::Image;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
-use geometry::{copy_offset, copy_region, fit_region};
+use geometry::{copy_offset, copy_region, fit_region, turn_about, warp};
 use std::cell::RefCell;
 
 /// Where `process` writes a sample: uint8 or normalised float32 pixels (`color::Output`) and
@@ -76,14 +78,16 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Crop `region` of `img` (see `crop_region`, or `working_image` for a cache), resize it and,
+/// Crop `crop` of `img` (see `crop_region`, or `working_image` for a cache), resize it and,
 /// with `train`, augment it into `target`. Without `train` the result is deterministic and
 /// draws nothing from `rng`. The spatial stage (crop, resize or rotation) and the colour stage
 /// (flip, jitter, grayscale, and for float the normalisation) each make one pass; when the
 /// crop is the output size on the pixel grid, the colour stage reads it straight from `img`.
+/// A turned crop is always warped: the random resized crop is drawn in its own frame, and the
+/// rotation jitter adds to its angle.
 pub fn process(
     img: &Image,
-    region: Region,
+    crop: Crop,
     cfg: &AugmentConfig,
     train: bool,
     rng: &mut Rng,
@@ -96,7 +100,11 @@ pub fn process(
         width: out_w,
         height: out_h,
     } = target;
-    let mut region = fit_region(region, img.width as f32, img.height as f32);
+    // A turned crop keeps all of itself: beyond the image, the warp repeats the edge pixels.
+    let mut region = match crop.angle {
+        None => fit_region(crop.region, img.width as f32, img.height as f32),
+        Some(_) => crop.region,
+    };
     let mut angle = 0.0;
     if train {
         if rng.chance(cfg.rrc_p) {
@@ -106,7 +114,10 @@ pub fn process(
             angle = rng.uniform(-cfg.rotate_deg, cfg.rotate_deg);
         }
     }
-    let copy_at = (angle == 0.0)
+    let turned = crop
+        .angle
+        .map(|turn| (turn_about(region, crop.region, turn), turn + angle));
+    let copy_at = (angle == 0.0 && turned.is_none())
         .then(|| copy_offset(img, region, out_w, out_h))
         .flatten();
     let mut ops = ColorOps::IDENTITY;
@@ -155,10 +166,11 @@ pub fn process(
         }
     };
     let result = (|| {
-        match copy_at {
-            Some((x, y)) => copy_region(img, x, y, buf, out_w, out_h),
-            None if angle != 0.0 => rotate(img, region, angle, buf, out_w, out_h)?,
-            None => resize_into(img, region, buf, out_w, out_h)?,
+        match (copy_at, turned) {
+            (Some((x, y)), _) => copy_region(img, x, y, buf, out_w, out_h),
+            (None, Some((at, turn))) => warp(img, at, turn, buf, out_w, out_h)?,
+            (None, None) if angle != 0.0 => rotate(img, region, angle, buf, out_w, out_h)?,
+            (None, None) => resize_into(img, region, buf, out_w, out_h)?,
         }
         if let Some(pattern) = &mask {
             // The pattern is not symmetric: flip first, as the order of operations says.
@@ -245,12 +257,18 @@ pub(crate) mod testing {
         let mut rng = Rng::new(seed);
         (0..w * h * 3).map(|_| rng.next_u64() as u8).collect()
     }
+
+    /// Mean absolute difference of two buffers of the same length.
+    pub fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+        let total: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x.abs_diff(*y))).sum();
+        total / a.len() as f64
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::augment::testing::{coords, noise_image};
+    use crate::augment::testing::{coords, mean_abs_diff, noise_image};
 
     /// `process` of the crop box `crop` of `img` into a new w x h uint8 image.
     fn processed(
@@ -278,10 +296,10 @@ mod tests {
         let b = processed(&img, None, &cfg, false, &mut Rng::new(99), (32, 24)).unwrap();
         assert_eq!(a, b);
         let mut c = vec![0u8; 32 * 24 * 3];
-        resize_into(&img, crop_region(&img, None, &cfg), &mut c, 32, 24).unwrap();
+        resize_into(&img, crop_region(&img, None, &cfg).region, &mut c, 32, 24).unwrap();
         assert_eq!(a, c);
         // Centre crop (1.0, 0.75) shifted up by 5% of the height: rows 12..132 of 160.
-        let r = crop_region(&img, None, &AugmentConfig::eval());
+        let r = crop_region(&img, None, &AugmentConfig::eval()).region;
         assert_eq!(
             r,
             Region {
@@ -296,12 +314,7 @@ mod tests {
     #[test]
     fn crop_box_bounds_are_respected() {
         let img = coords(100, 100);
-        let inside = CropBox {
-            x0: 20.0,
-            y0: 30.0,
-            x1: 60.0,
-            y1: 50.0,
-        };
+        let inside = CropBox::plain(20.0, 30.0, 60.0, 50.0);
         let mut out = vec![0u8; 16 * 8 * 3];
         out = processed(
             &img,
@@ -317,16 +330,7 @@ mod tests {
         }
         // Partly outside: clamped to the image.
         let cfg = AugmentConfig::eval();
-        let r = crop_region(
-            &img,
-            Some(CropBox {
-                x0: -10.0,
-                y0: 90.0,
-                x1: 30.0,
-                y1: 130.0,
-            }),
-            &cfg,
-        );
+        let r = crop_region(&img, Some(CropBox::plain(-10.0, 90.0, 30.0, 130.0)), &cfg).region;
         assert_eq!(
             r,
             Region {
@@ -339,24 +343,9 @@ mod tests {
         // Degenerate (outside, reversed, NaN): the centre crop.
         let centre = crop_region(&img, None, &cfg);
         for b in [
-            CropBox {
-                x0: 200.0,
-                y0: 0.0,
-                x1: 300.0,
-                y1: 10.0,
-            },
-            CropBox {
-                x0: 50.0,
-                y0: 50.0,
-                x1: 40.0,
-                y1: 60.0,
-            },
-            CropBox {
-                x0: f32::NAN,
-                y0: 0.0,
-                x1: 10.0,
-                y1: 10.0,
-            },
+            CropBox::plain(200.0, 0.0, 300.0, 10.0),
+            CropBox::plain(50.0, 50.0, 40.0, 60.0),
+            CropBox::plain(f32::NAN, 0.0, 10.0, 10.0),
         ] {
             assert_eq!(crop_region(&img, Some(b), &cfg), centre, "{b:?}");
         }
@@ -366,16 +355,7 @@ mod tests {
             source_height: 400,
             ..img.clone()
         };
-        let r = crop_region(
-            &small,
-            Some(CropBox {
-                x0: 40.0,
-                y0: 80.0,
-                x1: 240.0,
-                y1: 400.0,
-            }),
-            &cfg,
-        );
+        let r = crop_region(&small, Some(CropBox::plain(40.0, 80.0, 240.0, 400.0)), &cfg).region;
         assert_eq!(
             r,
             Region {
@@ -387,10 +367,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn train_crops_stay_inside_the_box() {
-        let img = coords(200, 200);
-        let cfg = AugmentConfig {
+    /// The mask preset with only its random resized crop (always) and flip left on.
+    fn random_crops_only() -> AugmentConfig {
+        AugmentConfig {
             rotate_p: 0.0,
             jitter_p: 0.0,
             noise_p: 0.0,
@@ -399,13 +378,14 @@ mod tests {
             mask_aug_p: 0.0,
             rrc_p: 1.0,
             ..AugmentConfig::preset("mask").unwrap()
-        };
-        let b = CropBox {
-            x0: 40.0,
-            y0: 60.0,
-            x1: 160.0,
-            y1: 180.0,
-        };
+        }
+    }
+
+    #[test]
+    fn train_crops_stay_inside_the_box() {
+        let img = coords(200, 200);
+        let cfg = random_crops_only();
+        let b = CropBox::plain(40.0, 60.0, 160.0, 180.0);
         for seed in 0..50 {
             let out = processed(&img, Some(b), &cfg, true, &mut Rng::new(seed), (24, 24)).unwrap();
             for px in out.chunks_exact(3) {
@@ -466,7 +446,15 @@ mod tests {
         };
         let mut out = [0u8; 5 * 5 * 3];
         assert!(processed(&bad, None, &cfg, false, &mut rng, (5, 5)).is_err());
-        assert!(rotate(&img, crop_region(&img, None, &cfg), 5.0, &mut out[1..], 5, 5).is_err());
+        assert!(rotate(
+            &img,
+            crop_region(&img, None, &cfg).region,
+            5.0,
+            &mut out[1..],
+            5,
+            5
+        )
+        .is_err());
     }
 
     #[test]
@@ -497,6 +485,141 @@ mod tests {
         assert!(bad.validate().is_err());
     }
 
+    /// The source point `fastmask.faces.crop_matrix` gives for output pixel (u, v) of the
+    /// turned box `b` drawn at w x h: the reference the turned crop must follow.
+    fn reference_point(b: CropBox, (u, v): (f32, f32), (w, h): (usize, usize)) -> (f32, f32) {
+        let (sin, cos) = b.angle.unwrap_or(0.0).to_radians().sin_cos();
+        let (cx, cy) = ((b.x0 + b.x1) * 0.5, (b.y0 + b.y1) * 0.5);
+        let (kx, ky) = ((b.x1 - b.x0) / w as f32, (b.y1 - b.y0) / h as f32);
+        let (px, py) = (
+            (u + 0.5) * kx - (b.x1 - b.x0) * 0.5,
+            (v + 0.5) * ky - (b.y1 - b.y0) * 0.5,
+        );
+        (cx - 0.5 + cos * px - sin * py, cy - 0.5 + sin * px + cos * py)
+    }
+
+    #[test]
+    fn turned_crop_follows_the_reference_map_and_repeats_the_edges() {
+        // Pixel (x, y) holds (x, y): each output pixel says where it was sampled.
+        let img = coords(200, 160);
+        let cfg = AugmentConfig::eval();
+        for (angle, b) in [
+            (20.0, (60.0, 40.0, 140.0, 120.0)),
+            (-35.0, (50.0, 30.0, 130.0, 90.0)),
+            (90.0, (70.0, 50.0, 130.0, 110.0)),
+            // Reaching past the left and top edges.
+            (10.0, (-30.0, -20.0, 50.0, 60.0)),
+        ] {
+            let b = CropBox::turned(b.0, b.1, b.2, b.3, angle);
+            let (w, h) = (24, 20);
+            let out = processed(&img, Some(b), &cfg, false, &mut Rng::new(0), (w, h)).unwrap();
+            for (i, px) in out.chunks_exact(3).enumerate() {
+                let (x, y) = reference_point(b, ((i % w) as f32, (i / w) as f32), (w, h));
+                // Outside the image, the edge pixel's value.
+                let (x, y) = (x.clamp(0.0, 199.0), y.clamp(0.0, 159.0));
+                assert!(
+                    (f32::from(px[0]) - x).abs() <= 1.0 && (f32::from(px[1]) - y).abs() <= 1.0,
+                    "{b:?} pixel {i}: {px:?} vs ({x}, {y})"
+                );
+            }
+        }
+        // At angle 0, inside the image: the plain box's pixels, up to the resampling.
+        let turned = CropBox::turned(40.0, 30.0, 120.0, 110.0, 0.0);
+        let plain = CropBox::plain(40.0, 30.0, 120.0, 110.0);
+        let a = processed(&img, Some(turned), &cfg, false, &mut Rng::new(0), (80, 80)).unwrap();
+        let b = processed(&img, Some(plain), &cfg, false, &mut Rng::new(0), (80, 80)).unwrap();
+        let worst = a.iter().zip(&b).map(|(x, y)| x.abs_diff(*y)).max();
+        assert!(worst <= Some(1), "{worst:?}");
+    }
+
+    #[test]
+    fn turned_train_crops_stay_inside_the_turned_box() {
+        let img = coords(240, 240);
+        let cfg = random_crops_only();
+        let b = CropBox::turned(70.0, 60.0, 170.0, 180.0, 30.0);
+        let (sin, cos) = 30f32.to_radians().sin_cos();
+        let mut changed = 0;
+        for seed in 0..50 {
+            let out = processed(&img, Some(b), &cfg, true, &mut Rng::new(seed), (24, 24)).unwrap();
+            let eval = processed(&img, Some(b), &cfg, false, &mut Rng::new(seed), (24, 24)).unwrap();
+            changed += usize::from(out != eval);
+            for px in out.chunks_exact(3) {
+                // Back into the box's own frame: within its half sizes, up to a pixel.
+                let (dx, dy) = (f32::from(px[0]) + 0.5 - 120.0, f32::from(px[1]) + 0.5 - 120.0);
+                let (u, v) = (cos * dx + sin * dy, -sin * dx + cos * dy);
+                assert!(
+                    u.abs() <= 51.5 && v.abs() <= 61.5,
+                    "seed {seed}: {px:?} -> ({u}, {v})"
+                );
+            }
+        }
+        assert!(
+            changed > 40,
+            "{changed} of 50 random crops differ from the whole box"
+        );
+        // The same seed gives the same crop, whatever the thread.
+        let run = || processed(&img, Some(b), &cfg, true, &mut Rng::new(3), (24, 24)).unwrap();
+        let other = std::thread::scope(|s| s.spawn(run).join().unwrap());
+        assert_eq!(other, run());
+    }
+
+    #[test]
+    fn bad_turned_boxes_are_refused_and_crop_to_the_centre() {
+        let img = coords(100, 100);
+        let cfg = AugmentConfig::eval();
+        let centre = crop_region(&img, None, &cfg);
+        for b in [
+            CropBox::turned(f32::NAN, 0.0, 10.0, 10.0, 5.0),
+            CropBox::turned(0.0, 0.0, 10.0, 10.0, f32::NAN),
+            CropBox::turned(0.0, 0.0, 10.0, 10.0, f32::INFINITY),
+            CropBox::turned(0.0, 0.0, 10.0, 10.0, 1e30),
+            CropBox::turned(0.0, 0.0, 10.0, 10.0, 361.0),
+            CropBox::turned(0.0, 0.0, 2e6, 10.0, 5.0),
+            CropBox::turned(10.0, 0.0, 10.0, 10.0, 5.0),
+            CropBox::turned(0.0, 10.0, 10.0, 0.0, 5.0),
+        ] {
+            assert!(matches!(b.check(), Err(Error::Invalid(_))), "{b:?}");
+            assert_eq!(crop_region(&img, Some(b), &cfg), centre, "{b:?}");
+            processed(&img, Some(b), &cfg, true, &mut Rng::new(0), (8, 8)).unwrap();
+        }
+        assert!(CropBox::turned(-50.0, -50.0, 150.0, 150.0, -360.0)
+            .check()
+            .is_ok());
+        assert!(CropBox::plain(f32::NAN, 0.0, 1.0, 1.0).check().is_ok());
+    }
+
+    /// A caching loader warps a turned crop from its working image (the whole image at the
+    /// output's scale): close to warping it from the full image.
+    #[test]
+    fn turned_crop_from_the_working_image_is_close_to_the_direct_one() {
+        let img = Image::from_rgb(301, 411, noise_image(301, 411, 6)).unwrap();
+        // Smooth the noise so both scales see the same picture.
+        let img = resize_image(&resize_image(&img, 30, 41).unwrap(), 301, 411).unwrap();
+        let cfg = AugmentConfig::eval();
+        let b = CropBox::turned(60.0, 80.0, 260.0, 330.0, 12.0);
+        let crop = crop_region(&img, Some(b), &cfg);
+        let (w, h) = (64, 80);
+        let direct = processed(&img, Some(b), &cfg, false, &mut Rng::new(0), (w, h)).unwrap();
+        let s = (w as f64 / 200.0).max(h as f64 / 250.0);
+        let (work, at) = working_image(img.clone(), crop, (s, s)).unwrap();
+        assert!(
+            work.width < img.width && at.angle == Some(12.0),
+            "{work:?} {at:?}"
+        );
+        let mut cached = vec![0u8; direct.len()];
+        process(
+            &work,
+            at,
+            &cfg,
+            false,
+            &mut Rng::new(0),
+            Target::u8(&mut cached, w, h).unwrap(),
+        )
+        .unwrap();
+        let mad = mean_abs_diff(&direct, &cached);
+        assert!(mad < 2.0, "{mad}");
+    }
+
     /// Found by cargo fuzz: f32 clamping let y + h exceed the image height by a rounding step,
     /// which fast_image_resize refuses; 195 heights in 10..700 failed this way.
     #[test]
@@ -521,16 +644,16 @@ mod tests {
         let img = Image::from_rgb(301, 411, noise_image(301, 411, 4)).unwrap();
         let cfg = AugmentConfig::eval();
         for (out_w, out_h) in [(64, 48), (100, 100), (224, 224), (37, 91)] {
-            let region = crop_region(&img, None, &cfg);
+            let region = crop_region(&img, None, &cfg).region;
             let mut direct = vec![0u8; out_w * out_h * 3];
             resize_into(&img, region, &mut direct, out_w, out_h).unwrap();
             let scale = (
                 out_w as f64 / f64::from(region.w),
                 out_h as f64 / f64::from(region.h),
             );
-            let (work, at) = working_image(img.clone(), region, scale).unwrap();
+            let (work, at) = working_image(img.clone(), region.into(), scale).unwrap();
             assert!(
-                copy_offset(&work, at, out_w, out_h).is_some(),
+                copy_offset(&work, at.region, out_w, out_h).is_some(),
                 "{at:?} in {work:?}"
             );
             let mut copied = vec![0u8; direct.len()];

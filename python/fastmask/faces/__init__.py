@@ -1,5 +1,5 @@
 """`fastmask faces`: one face box (and five landmarks) per image, detected once and cached in
-DATA/faces.csv for `train --crop face`.
+DATA/faces.csv for `train --crop face` (and `--crop face-aligned`, which levels the eyes).
 
 Modules: types (Face), mtcnn (the default CNN detector), haar (OpenCV cascades), detectors
 (the registry), cache (faces.csv), align (eyes-level crop), photos (the real-photo test set).

@@ -183,7 +183,11 @@ def register(subparsers: Any) -> None:
         metavar=("W", "H"),
         help="centre crop as fractions of width and height (default 1.0 0.75)",
     )
-    g.add_argument("--crop", choices=CROPS, help="center (default) or face: crop to face boxes")
+    g.add_argument(
+        "--crop",
+        choices=CROPS,
+        help="center (default); face: crop to face boxes; face-aligned: turned so eyes are level",
+    )
     g.add_argument("--face-margin", type=float, help="face box grown by this fraction (0.3)")
     g.add_argument("--faces", metavar="FILE", help="face boxes CSV (default DATA/faces.csv)")
     g.add_argument("--oversample", choices=("none", "balanced"), help="balanced default for age")

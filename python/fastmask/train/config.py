@@ -28,7 +28,9 @@ DEFAULT_AUGMENT = {"mask": "mask", "gender": "gender", "age": "age", "multi": "l
 VAL_AGE_BOUNDS = DEFAULT_AGE_BOUNDS
 
 
-CROPS = ("center", "face")
+# center: the centre crop; face: the face box of faces.csv; face-aligned: that box turned so
+# the eyes (faces.csv landmarks) are level.
+CROPS = ("center", "face", "face-aligned")
 
 LOSS_NAMES = ("ce", "focal", "f1")
 # Flags a resumed run may change: they do not alter what the finished epochs computed.
@@ -89,7 +91,8 @@ class TrainConfig:
     wandb: str | None = None
     wandb_project: str = "fastmask"
     # Framing of train and predict images: "center" crop, or the face box of `faces`
-    # (None = DATA/faces.csv) grown by `face_margin` of its size on each side.
+    # (None = DATA/faces.csv) grown by `face_margin` of its size on each side ("face"), turned
+    # about its centre so the eyes are level ("face-aligned").
     crop: str = "center"
     face_margin: float = 0.3
     faces: str | None = None
