@@ -55,6 +55,15 @@ def faces_path(c: TrainConfig, data: str | Path | None = None) -> Path:
     return root / "faces.csv"
 
 
+def data_key(path: str) -> str:
+    """A path from its `train/images/...` or `eval/images/...` part on; itself otherwise."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] in ("train", "eval") and parts[i + 1] == "images":
+            return "/".join(parts[i:])
+    return path
+
+
 def face_crop_boxes(
     c: TrainConfig, paths: list[str], data: str | Path | None = None
 ) -> list[tuple[float, float, float, float] | None] | None:
@@ -69,9 +78,13 @@ def face_crop_boxes(
             f"--crop face needs {source}: run `python -m fastmask faces {source.parent}` first"
         )
     boxes = load_face_boxes(source)
-    # Keys are written as data.build_index/read_eval spell paths; resolve to forgive ./ or /abs.
+    # Keys are written as data.build_index/read_eval spell paths; resolve to forgive ./ or /abs,
+    # then match by the part inside the data folder, which survives a move of the folder.
     resolved = {os.path.realpath(k): b for k, b in boxes.items()}
-    found = [boxes.get(p, resolved.get(os.path.realpath(p))) for p in paths]
+    inside = {data_key(k): b for k, b in boxes.items()}
+    found = [
+        boxes.get(p, resolved.get(os.path.realpath(p), inside.get(data_key(p)))) for p in paths
+    ]
     out = [None if b is None else expand_box(b, c.face_margin) for b in found]
     log.info("face crop: %d of %d images have a face box in %s", sum(b is not None for b in out),
              len(out), source)  # fmt: skip
