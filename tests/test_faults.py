@@ -198,6 +198,56 @@ def test_a_signal_mid_epoch_saves_a_checkpoint_and_resume_matches_bit_for_bit(
     )
 
 
+ONE_TASK_RECIPE = """
+description = "interrupted"
+tasks = ["multi"]
+folds = 2
+seed = 1
+
+[train]
+model = "resnet18"
+pretrained = false
+image_size = 32
+batch_size = 8
+lr = 1e-3
+epochs = 2
+max_steps = 2
+threads = 2
+prefetch = 2
+torch_threads = 1
+wandb = "disabled"
+"""
+
+
+def test_an_interrupted_run_job_resumes_mid_epoch_when_run_again(
+    clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import fastmask.train.loop as loop
+
+    recipe = tmp_path / "one.toml"
+    recipe.write_text(ONE_TASK_RECIPE)
+    out = tmp_path / "job"
+    set_lr, calls = loop.set_lr, [0]
+
+    def signal_at_third_step(optimizer: Any, lr: float) -> None:
+        calls[0] += 1
+        if calls[0] == 3:  # fold 0, epoch 2, batch 1
+            os.kill(os.getpid(), signal.SIGINT)
+        set_lr(optimizer, lr)
+
+    monkeypatch.setattr(loop, "set_lr", signal_at_third_step)
+    command = ["run", str(recipe), "--data", str(clean), "--out", str(out)]
+    assert cli.main(command) == 130
+    fold0 = next(out.glob("**/fold0"))
+    assert load_checkpoint(fold0 / "last.pt")["position"]["step"] == 1
+    monkeypatch.setattr(loop, "set_lr", set_lr)
+    with caplog.at_level("INFO", logger="fastmask.train.loop"):
+        assert cli.main(command) == 0
+    assert "in epoch 2 at batch 1" in caplog.text
+    summary = json.loads((fold0 / "summary.json").read_text())
+    assert summary["finished"] and summary["epochs_run"] == 2
+
+
 def test_sigint_stops_the_cli_with_status_130_quickly(clean: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "fastmask", "train", "mask", "--data", str(clean),

@@ -121,12 +121,12 @@ def test_resume_after_a_kill_in_fold_2_of_age_gives_the_same_oof(
     real = loop.train_one_epoch
     calls = {"age": 0}
 
-    def killed_in_age_fold_2(rt, loader, epoch, steps):
+    def killed_in_age_fold_2(rt, loader, epoch, steps, *rest):
         if rt.config.task == "age":
             calls["age"] += 1
             if calls["age"] == 4:  # fold 2 (fold1), its second epoch
                 raise KeyboardInterrupt
-        return real(rt, loader, epoch, steps)
+        return real(rt, loader, epoch, steps, *rest)
 
     monkeypatch.setattr(loop, "train_one_epoch", killed_in_age_fold_2)
     out = tmp_path / "b"
