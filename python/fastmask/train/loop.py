@@ -275,6 +275,7 @@ def train_split(
             position = None
             stats = train_one_epoch(rt, loader, epoch, steps, stop, resume_at)
             if stats["position"] is not None:
+                state["wall_s"] += time.perf_counter() - started
                 if ctx.is_main:
                     payload = checkpoint_payload(rt, state, epoch)
                     payload["position"] = stats["position"]
