@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import TINY_RECIPE
 from fastmask import cli
 from fastmask.data import build_index
 from fastmask.errors import WriteError
@@ -198,25 +199,8 @@ def test_a_signal_mid_epoch_saves_a_checkpoint_and_resume_matches_bit_for_bit(
     )
 
 
-ONE_TASK_RECIPE = """
-description = "interrupted"
-tasks = ["multi"]
-folds = 2
-seed = 1
-
-[train]
-model = "resnet18"
-pretrained = false
-image_size = 32
-batch_size = 8
-lr = 1e-3
-epochs = 2
-max_steps = 2
-threads = 2
-prefetch = 2
-torch_threads = 1
-wandb = "disabled"
-"""
+# One multi-task model (a recipe must cover the three tasks), two folds of two epochs.
+ONE_MODEL_RECIPE = TINY_RECIPE.replace('tasks = ["mask", "gender", "age"]', 'tasks = ["multi"]')
 
 
 def test_an_interrupted_run_job_resumes_mid_epoch_when_run_again(
@@ -225,7 +209,8 @@ def test_an_interrupted_run_job_resumes_mid_epoch_when_run_again(
     import fastmask.train.loop as loop
 
     recipe = tmp_path / "one.toml"
-    recipe.write_text(ONE_TASK_RECIPE)
+    assert ONE_MODEL_RECIPE != TINY_RECIPE
+    recipe.write_text(ONE_MODEL_RECIPE)
     out = tmp_path / "job"
     set_lr, calls = loop.set_lr, [0]
 

@@ -8,38 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import TINY_RECIPE
 from fastmask import cli
 from fastmask.data import build_index
 from fastmask.errors import FastmaskError
 from fastmask.oof import PROB_COLUMNS
 from fastmask.recipe import load_recipe
 from fastmask.run import run_job
-
-# Three task models, two folds, two epochs each: small enough for 2 busy cores.
-TINY_RECIPE = """
-description = "tiny"
-tasks = ["mask", "gender", "age"]
-folds = 2
-seed = 1
-tune_bias = true
-
-[train]
-model = "resnet18"
-pretrained = false
-image_size = 32
-batch_size = 16
-lr = 1e-3
-epochs = 2
-max_steps = 2
-threads = 2
-prefetch = 2
-torch_threads = 1
-wandb = "disabled"
-
-[predict]
-tta = true
-batch_size = 32
-"""
 
 
 @pytest.fixture(scope="module")
