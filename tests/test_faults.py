@@ -200,11 +200,14 @@ def test_a_signal_mid_epoch_saves_a_checkpoint_and_resume_matches_bit_for_bit(
 
 
 # One multi-task model (a recipe must cover the three tasks), two folds of two epochs.
-ONE_MODEL_RECIPE = TINY_RECIPE.replace('tasks = ["mask", "gender", "age"]', 'tasks = ["multi"]')
+# The job's predict step answers for an unreadable eval image instead of failing the job.
+ONE_MODEL_RECIPE = TINY_RECIPE.replace(
+    'tasks = ["mask", "gender", "age"]', 'tasks = ["multi"]'
+).replace("[predict]\n", '[predict]\non_error = "fallback"\n')
 
 
 def test_an_interrupted_run_job_resumes_mid_epoch_when_run_again(
-    clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import fastmask.train.loop as loop
 
@@ -221,16 +224,20 @@ def test_an_interrupted_run_job_resumes_mid_epoch_when_run_again(
         set_lr(optimizer, lr)
 
     monkeypatch.setattr(loop, "set_lr", signal_at_third_step)
-    command = ["run", str(recipe), "--data", str(clean), "--out", str(out)]
+    command = ["run", str(recipe), "--data", str(data), "--out", str(out)]
     assert cli.main(command) == 130
     fold0 = next(out.glob("**/fold0"))
     assert load_checkpoint(fold0 / "last.pt")["position"]["step"] == 1
     monkeypatch.setattr(loop, "set_lr", set_lr)
+    info = pd.read_csv(data / "eval" / "info.csv")
+    truncate(data / "eval" / "images" / info["ImageID"][0])
     with caplog.at_level("INFO", logger="fastmask.train.loop"):
         assert cli.main(command) == 0
     assert "in epoch 2 at batch 1" in caplog.text
     summary = json.loads((fold0 / "summary.json").read_text())
     assert summary["finished"] and summary["epochs_run"] == 2
+    fallbacks = list(out.glob("**/*.fallback.csv"))
+    assert len(fallbacks) == 1 and pd.read_csv(fallbacks[0])["ImageID"][0] == info["ImageID"][0]
 
 
 def test_sigint_stops_the_cli_with_status_130_quickly(clean: Path, tmp_path: Path) -> None:
