@@ -139,7 +139,7 @@ def tiny_run(clean: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_predict_fallback_answers_every_row_and_lists_the_bad_ones(
-    tiny_run: Path, data: Path, tmp_path: Path
+    tiny_run: Path, clean: Path, data: Path, tmp_path: Path
 ) -> None:
     info = pd.read_csv(data / "eval" / "info.csv")
     eval_images = data / "eval" / "images"
@@ -159,6 +159,10 @@ def test_predict_fallback_answers_every_row_and_lists_the_bad_ones(
     probs = pred[["p0", "p1", "p2"]].to_numpy()
     assert (probs[1:3].argmax(1) == int(np.argmax(prior))).all()
     assert np.allclose(probs.sum(1), 1.0, atol=1e-4)
+    shutil.rmtree(data / "eval")
+    shutil.copytree(clean / "eval", data / "eval")
+    assert cli.main([*args, "--on-error", "fallback", "--threads", "2"]) == 0
+    assert not (tmp_path / "pred.fallback.csv").exists(), "no stale list once all images read"
 
 
 # -- 4. interruption -------------------------------------------------------------------------

@@ -228,6 +228,8 @@ def predict(
     write_csv_atomic(frame, out)
     if failed:
         _write_fallbacks(out, table, failed, {h: int(np.argmax(p)) for h, p in prior.items()})
+    else:
+        fallback_path(out).unlink(missing_ok=True)  # a stale list would name readable images
     passes = len(checkpoints) * (2 if tta else 1)
     rate = len(paths) * len(checkpoints) / seconds
     log.info(
