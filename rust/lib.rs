@@ -2,6 +2,7 @@
 //! happens in the pure-Rust modules, which know nothing of Python.
 
 pub mod augment;
+pub mod check;
 pub mod color;
 pub mod decode;
 pub mod error;
@@ -612,12 +613,41 @@ impl Drop for PyPipeline {
     }
 }
 
+/// (bytes, width, height, orientation, hash, error) of one checked file.
+type FileCheckTuple = (u64, usize, usize, u8, u64, Option<String>);
+
+/// Check image files in parallel without the GIL: headers and end marker, and with `full`
+/// a complete decode and a content hash. One (bytes, width, height, orientation, hash, error)
+/// per path, in order; error is None for a usable file.
+#[pyfunction]
+#[pyo3(signature = (paths, *, full = false, apply_exif = true, threads = 0))]
+fn check_images(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    full: bool,
+    apply_exif: bool,
+    threads: usize,
+) -> PyResult<Vec<FileCheckTuple>> {
+    let opts = DecodeOptions {
+        apply_exif,
+        min_size: None,
+    };
+    let checks = py
+        .detach(|| check::check_files(&paths, full, &opts, threads))
+        .map_err(PyError)?;
+    Ok(checks
+        .into_iter()
+        .map(|c| (c.bytes, c.width, c.height, c.orientation, c.hash, c.error))
+        .collect())
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(decode_file, m)?)?;
     m.add_function(wrap_pyfunction!(augment_image, m)?)?;
     m.add_function(wrap_pyfunction!(epoch_plan, m)?)?;
+    m.add_function(wrap_pyfunction!(check_images, m)?)?;
     m.add_class::<PyPipeline>()?;
     m.add_class::<PyAugmentConfig>()?;
     m.add(

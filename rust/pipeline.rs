@@ -466,6 +466,41 @@ fn make_sample(shared: &Shared, index: usize, rng: &mut Rng, out: &mut [u8]) -> 
         .map_err(|e| e.with_path(&shared.paths[index]))
 }
 
+/// `make_sample` with a panic turned into an error naming the image, so one bad input never
+/// takes down a batch without saying which file it was.
+fn guarded_sample(shared: &Shared, index: usize, rng: &mut Rng, out: &mut [u8]) -> Result<()> {
+    let path = &shared.paths[index];
+    catch_unwind(AssertUnwindSafe(|| {
+        failpoint(path);
+        make_sample(shared, index, rng, out)
+    }))
+    .unwrap_or_else(|panic| {
+        Err(Error::Decode {
+            path: path.clone(),
+            reason: format!(
+                "internal error (panic) while loading it: {}",
+                panic_message(&panic)
+            ),
+        })
+    })
+}
+
+/// Test hook: with FASTMASK_FAILPOINT_PANIC=TEXT set when the process starts, loading any path
+/// that contains TEXT panics, so tests can prove a worker panic reaches Python and never hangs.
+fn failpoint(path: &std::path::Path) {
+    static PANIC_ON: OnceLock<Option<String>> = OnceLock::new();
+    let text = PANIC_ON.get_or_init(|| {
+        std::env::var("FASTMASK_FAILPOINT_PANIC")
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    if let Some(text) = text {
+        if path.to_string_lossy().contains(text.as_str()) {
+            panic!("failpoint FASTMASK_FAILPOINT_PANIC={text} hit");
+        }
+    }
+}
+
 /// On a failed sample with skip_errors: another sample of the same class (or any sample).
 fn replacement(shared: &Shared, index: usize, rng: &mut Rng) -> usize {
     let members = shared
@@ -513,7 +548,7 @@ fn fill_batch(
             let mut rng = Rng::derive(&[sampler.seed, epoch, sampler.rank as u64, position]);
             let mut attempt = 0u64;
             loop {
-                match make_sample(shared, index, &mut rng, out) {
+                match guarded_sample(shared, index, &mut rng, out) {
                     Ok(()) => break,
                     Err(err) if cfg.skip_errors && attempt < 16 => {
                         lock(&shared.skipped).push(format!("{err}"));

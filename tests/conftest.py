@@ -20,6 +20,32 @@ TINY_TRAIN = [
     "--epochs", "1", "--max-steps", "3",
 ]  # fmt: skip
 
+# Three task models, two folds, two epochs each: small enough for 2 busy cores.
+TINY_RECIPE = """
+description = "tiny"
+tasks = ["mask", "gender", "age"]
+folds = 2
+seed = 1
+tune_bias = true
+
+[train]
+model = "resnet18"
+pretrained = false
+image_size = 32
+batch_size = 16
+lr = 1e-3
+epochs = 2
+max_steps = 2
+threads = 2
+prefetch = 2
+torch_threads = 1
+wandb = "disabled"
+
+[predict]
+tta = true
+batch_size = 32
+"""
+
 STEMS = ["mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal"]
 
 

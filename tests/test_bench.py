@@ -56,3 +56,15 @@ def test_bench_cli_writes_json(bench_data: Path, tmp_path: Path, capsys):
 def test_bench_needs_a_batch_of_jpegs(bench_data: Path):
     with pytest.raises(FastmaskError, match="need at least 500 JPEG"):
         bench_loader(bench_data, threads=1, batch_size=500, repeats=1)
+
+
+def test_bench_check_compares_the_header_check_with_an_epoch(
+    bench_data: Path, tmp_path: Path, capsys
+):
+    out = tmp_path / "check.json"
+    argv = ["bench", "check", "--data", str(bench_data), "--repeats", "1", "--epochs", "1"]
+    assert cli.main([*argv, "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["images"] == 84 and r["header_check_s"] > 0 and r["epoch_loading_s"] > 0
+    assert r["header_check_vs_epoch"] == pytest.approx(r["header_check_s"] / r["epoch_loading_s"])
+    assert "ratio header check / epoch" in capsys.readouterr().out

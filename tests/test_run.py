@@ -8,38 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import TINY_RECIPE
 from fastmask import cli
 from fastmask.data import build_index
 from fastmask.errors import FastmaskError
 from fastmask.oof import PROB_COLUMNS
 from fastmask.recipe import load_recipe
 from fastmask.run import run_job
-
-# Three task models, two folds, two epochs each: small enough for 2 busy cores.
-TINY_RECIPE = """
-description = "tiny"
-tasks = ["mask", "gender", "age"]
-folds = 2
-seed = 1
-tune_bias = true
-
-[train]
-model = "resnet18"
-pretrained = false
-image_size = 32
-batch_size = 16
-lr = 1e-3
-epochs = 2
-max_steps = 2
-threads = 2
-prefetch = 2
-torch_threads = 1
-wandb = "disabled"
-
-[predict]
-tta = true
-batch_size = 32
-"""
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +96,12 @@ def test_resume_after_a_kill_in_fold_2_of_age_gives_the_same_oof(
     real = loop.train_one_epoch
     calls = {"age": 0}
 
-    def killed_in_age_fold_2(rt, loader, epoch, steps):
+    def killed_in_age_fold_2(rt, loader, epoch, steps, *rest):
         if rt.config.task == "age":
             calls["age"] += 1
             if calls["age"] == 4:  # fold 2 (fold1), its second epoch
                 raise KeyboardInterrupt
-        return real(rt, loader, epoch, steps)
+        return real(rt, loader, epoch, steps, *rest)
 
     monkeypatch.setattr(loop, "train_one_epoch", killed_in_age_fold_2)
     out = tmp_path / "b"

@@ -20,6 +20,7 @@ __all__ = [
     "__version__",
     "augment_image",
     "build_info",
+    "check_images",
     "decode_file",
     "epoch_plan",
 ]
@@ -90,6 +91,13 @@ class AugmentConfig:
     def mask_aug_strength(self) -> float: ...
 
 def build_info() -> dict[str, Any]: ...
+def check_images(
+    paths: Sequence[str | PathLike[str]],
+    *,
+    full: bool = False,
+    apply_exif: bool = True,
+    threads: int = 0,
+) -> list[tuple[int, int, int, int, int, str | None]]: ...
 def decode_file(
     path: str | PathLike[str],
     apply_exif: bool = True,

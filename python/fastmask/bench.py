@@ -271,6 +271,66 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def bench_check(
+    data: str | Path, *, threads: int = 2, repeats: int = 3, epochs: int = 2, batch_size: int = 64
+) -> dict[str, Any]:
+    """train's header check against what it protects: one uncached loader epoch, same files.
+
+    Also the full check's speed (`fastmask check`). Medians of `repeats` / `epochs` runs.
+    """
+    from fastmask.check import check_files
+    from fastmask.data import build_index
+    from fastmask.loader import Loader
+
+    frame = build_index(data).frame
+    paths, labels = frame["path"].tolist(), frame["mask"].tolist()
+
+    def timed(fn: Callable[[], object]) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    header = [
+        timed(lambda: check_files(paths, full=False, threads=threads)) for _ in range(repeats)
+    ]
+    full = [timed(lambda: check_files(paths, full=True, threads=threads)) for _ in range(repeats)]
+
+    def epoch() -> None:
+        with Loader(paths, labels, batch_size=batch_size, image_size=SIZE, threads=threads,
+                    normalize=True) as loader:  # fmt: skip
+            for _ in loader:
+                pass
+
+    epoch_s = [timed(epoch) for _ in range(epochs)]
+    h, f, e = (statistics.median(v) for v in (header, full, epoch_s))
+    return {
+        "images": len(paths),
+        "threads": threads,
+        "header_check_s": h,
+        "header_check_runs_s": header,
+        "full_check_images_per_s": len(paths) / f,
+        "epoch_loading_s": e,
+        "epoch_loading_runs_s": epoch_s,
+        "header_check_vs_epoch": h / e,
+    }
+
+
+def run_check(args: argparse.Namespace) -> int:
+    r = bench_check(args.data, threads=args.threads, repeats=args.repeats, epochs=args.epochs)
+    print(
+        f"{r['images']} images, {r['threads']} threads (medians)\n"
+        f"  header check (train, before epoch 1)  {r['header_check_s']:.2f} s\n"
+        f"  one uncached loader epoch (224 px)    {r['epoch_loading_s']:.1f} s\n"
+        f"  ratio header check / epoch            {100 * r['header_check_vs_epoch']:.1f} %\n"
+        f"  full check (fastmask check)           {r['full_check_images_per_s']:.0f} images/s"
+    )
+    if args.json:
+        from fastmask.files import write_text_atomic
+
+        write_text_atomic(Path(args.json), json.dumps(r, indent=2))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks against the PIL + torchvision baseline")
     which = p.add_subparsers(dest="bench", metavar="WHAT", required=True)
@@ -283,3 +343,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     lp.add_argument("--rss-epochs", type=int, default=20, help="cached epochs for the RSS check")
     lp.add_argument("--json", help="also write the figures to this JSON file")
     lp.set_defaults(func=run)
+    cp = which.add_parser("check", help="train's header check against one epoch's loading")
+    cp.add_argument("--data", required=True, help="data set (fastmask synth writes one)")
+    cp.add_argument("--threads", type=int, default=2, help="check and loader threads (2)")
+    cp.add_argument("--repeats", type=int, default=3, help="timed checks per kind (median)")
+    cp.add_argument("--epochs", type=int, default=2, help="timed loader epochs (median)")
+    cp.add_argument("--json", help="also write the figures to this JSON file")
+    cp.set_defaults(func=run_check)

@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import shlex
 import sys
 
 from fastmask import DecodeError, __version__
-from fastmask.errors import FastmaskError
+from fastmask.errors import FastmaskError, Interrupted
 
 # Order here is the order in `--help`; a module is listed once its command works.
 COMMAND_MODULES = [
     "fastmask.synth",
     "fastmask.eda",
+    "fastmask.check",
     "fastmask.bench",
     "fastmask.train",
     "fastmask.run",
@@ -58,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
+    except Interrupted as err:
+        again = err.command or shlex.join(["python", "-m", "fastmask", *(argv or sys.argv[1:])])
+        print(f"interrupted ({err}); resume with:\n  {again}", file=sys.stderr)
+        return 130
     except (FastmaskError, DecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

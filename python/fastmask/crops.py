@@ -59,6 +59,15 @@ def faces_path(c: TrainConfig, data: str | Path | None = None) -> Path:
     return root / "faces.csv"
 
 
+def data_key(path: str) -> str:
+    """A path from its `train/images/...` or `eval/images/...` part on; itself otherwise."""
+    parts = Path(path).parts
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] in ("train", "eval") and parts[i + 1] == "images":
+            return "/".join(parts[i:])
+    return path
+
+
 def face_crop_boxes(
     c: TrainConfig, paths: list[str], data: str | Path | None = None
 ) -> list[CropBox | None] | None:
@@ -106,6 +115,8 @@ def aligned_box(face: Face, margin: float) -> CropBox | None:
 
 
 def _lookup(found: Mapping[str, _T], paths: list[str]) -> list[_T | None]:
-    # Keys are written as data.build_index/read_eval spell paths; resolve to forgive ./ or /abs.
+    # Keys are written as data.build_index/read_eval spell paths; resolve to forgive ./ or /abs,
+    # then match by the part inside the data folder, which survives a move of the folder.
     resolved = {os.path.realpath(k): v for k, v in found.items()}
-    return [found.get(p, resolved.get(os.path.realpath(p))) for p in paths]
+    inside = {data_key(k): v for k, v in found.items()}
+    return [found.get(p, resolved.get(os.path.realpath(p), inside.get(data_key(p)))) for p in paths]

@@ -58,7 +58,8 @@ INFO_CSV_COLUMNS = ["ImageID", "ans"]
 AGE_RANGE = (18, 60)
 INDEX_COLUMNS = ["path", "person", "id", "gender", "age", "age_band", "mask", "cls", "ext", "stem"]
 _CACHE_NAME = ".fastmask-index"
-_CACHE_VERSION = 1
+# 2: paths relative to the train folder, so the cache survives a move or another cwd.
+_CACHE_VERSION = 2
 _FOLDER_RE = re.compile(
     r"^(?P<id>[0-9]{6}(?:-[0-9]+)?)_(?P<gender>[^_]+)_(?P<race>[^_]+)_(?P<age>-?[0-9]+)$"
 )
@@ -129,10 +130,12 @@ class Problems:
 
     lenient: bool
     items: list[dict[str, str]] = field(default_factory=list)
+    # False when the caller reports the items itself (fastmask check).
+    warn: bool = True
 
     def add(self, path: Path | str, reason: str) -> None:
         self.items.append({"path": str(path), "reason": reason})
-        if self.lenient:
+        if self.lenient and self.warn:
             log.warning("skipped %s: %s", path, reason)
 
     def finish(self, what: str) -> None:
@@ -269,7 +272,13 @@ def _read_cache(
         if meta.get("version") != _CACHE_VERSION or meta.get("fingerprint") != fingerprint:
             return None
         frame = pd.read_csv(csv_path, dtype={"id": str, "person": str})
-        return frame, list(meta.get("problems", []))
+        # Resolved against the train folder as the caller spells it (relative, absolute, link).
+        frame["path"] = [os.path.join(train_dir, p) for p in frame["path"]]
+        problems = [
+            {"path": os.path.join(train_dir, p["path"]), "reason": p["reason"]}
+            for p in meta.get("problems", [])
+        ]
+        return frame, problems
     except (OSError, ValueError, KeyError):
         return None
 
@@ -278,15 +287,21 @@ def _write_cache(
     train_dir: Path, fingerprint: str, frame: pd.DataFrame, problems: list[dict[str, str]]
 ) -> None:
     # A read-only data folder only costs a rescan next time, so failures are not errors.
+    from fastmask.files import write_csv_atomic, write_text_atomic
+
+    def relative(path: str) -> str:
+        return os.path.relpath(path, train_dir)
+
     try:
-        csv_path = train_dir / f"{_CACHE_NAME}.csv"
-        tmp = csv_path.with_suffix(".csv.tmp")
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, csv_path)
-        meta = {"version": _CACHE_VERSION, "fingerprint": fingerprint, "problems": problems}
-        tmp_meta = train_dir / f"{_CACHE_NAME}.json.tmp"
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_meta, train_dir / f"{_CACHE_NAME}.json")
+        stored = frame.assign(path=[relative(p) for p in frame["path"]])
+        write_csv_atomic(stored, train_dir / f"{_CACHE_NAME}.csv")
+        relative_problems = [{**p, "path": relative(p["path"])} for p in problems]
+        meta = {
+            "version": _CACHE_VERSION,
+            "fingerprint": fingerprint,
+            "problems": relative_problems,
+        }
+        write_text_atomic(train_dir / f"{_CACHE_NAME}.json", json.dumps(meta))
     except OSError as err:
         log.debug("index cache not written in %s: %s", train_dir, err)
 
@@ -472,6 +487,7 @@ def build_index(
     exclude_corrected: bool = False,
     lenient: bool = False,
     use_cache: bool = True,
+    warn: bool = True,
 ) -> DataIndex:
     """Index DATA/train (or a train folder): one row per image, labels corrected.
 
@@ -490,7 +506,7 @@ def build_index(
     else:
         raw, scan_problems = cached
         log.debug("index cache hit for %s", train_dir)
-    problems = Problems(lenient)
+    problems = Problems(lenient, warn=warn)
     for p in scan_problems:
         problems.add(p["path"], p["reason"])
     _check_train_csv(train_dir, set(raw["person"].astype(str)), problems)
@@ -510,6 +526,13 @@ def read_eval(data: str | Path, *, lenient: bool = False) -> pd.DataFrame:
     `data` is DATA or DATA/eval. An ImageID whose file is missing is looked up by stem with
     any image extension, case-insensitively, before it is reported.
     """
+    problems = Problems(lenient)
+    out = eval_table(data, problems)
+    return out[out["path"].notna()].reset_index(drop=True)
+
+
+def eval_table(data: str | Path, problems: Problems) -> pd.DataFrame:
+    """Every info.csv row with its file (path None when there is none); raises unless lenient."""
     root = Path(data)
     eval_dir = root / "eval" if (root / "eval" / "info.csv").exists() else root
     info_path = eval_dir / "info.csv"
@@ -524,7 +547,6 @@ def read_eval(data: str | Path, *, lenient: bool = False) -> pd.DataFrame:
                 stem, ext = os.path.splitext(e.name)
                 if ext.lower() in IMAGE_EXTENSIONS:
                     by_stem.setdefault(stem.lower(), []).append(e.name)
-    problems = Problems(lenient)
     paths: list[str | None] = []
     seen: set[str] = set()
     for image_id in info["ImageID"]:
@@ -542,8 +564,7 @@ def read_eval(data: str | Path, *, lenient: bool = False) -> pd.DataFrame:
             problems.add(exact, f"ImageID {image_id} from {info_path} has no image file")
             paths.append(None)
     problems.finish(str(info_path))
-    out = pd.DataFrame({"ImageID": info["ImageID"], "path": paths})
-    return out[out["path"].notna()].reset_index(drop=True)
+    return pd.DataFrame({"ImageID": info["ImageID"], "path": paths})
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from fastmask.errors import WriteError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -16,16 +18,27 @@ if TYPE_CHECKING:
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success it replaces `path`, on failure it is removed."""
+    """Yield a temp path beside `path`; on success it replaces `path`, on failure it is removed.
+
+    An OSError while writing (ENOSPC, EACCES, ...) becomes a WriteError naming `path`; the
+    previous file, if any, is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # A plain name (not mkstemp) so the file gets the umask's mode, like any other output.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)  # left by a crashed process that had our pid
         yield tmp
         os.replace(tmp, path)
+    except WriteError:
+        raise
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise WriteError(f"cannot write {path}: {reason} (the previous file is unchanged)") from err
     finally:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def write_with(path: str | Path, write: Callable[[Path], object]) -> Path:

@@ -191,6 +191,9 @@ class Loader:
             normalize=(_rgb255(mean), _rgb255(std)) if self._native_float else None,
         )
         self._epoch = 0
+        # Position: the next iteration starts at batch _start; _position counts batches handed out.
+        self._start = 0
+        self._position = 0
         self._num_batches = self._pipe.start_epoch(0)
         self._token = 0
         self._host: list[tuple[np.ndarray, np.ndarray] | None] = [None] * self._ring
@@ -244,21 +247,44 @@ class Loader:
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose plan and augmentation the next iteration uses."""
         self._epoch = int(epoch)
+        self._start = 0
+
+    def state_dict(self) -> dict[str, int]:
+        """The position: epoch, and batches of it handed out so far (as torchdata.nodes)."""
+        return {"epoch": self._epoch, "batch": self._position}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        """Resume at a position: the next iteration yields batches `batch`.. of `epoch`.
+
+        Every sample's choice and augmentation derive from (seed, epoch, position), so the
+        skipped batches are never decoded and the rest equal an uninterrupted epoch's.
+        """
+        epoch, batch = int(state["epoch"]), int(state["batch"])
+        if batch < 0:
+            raise ValueError(f"loader position batch {batch} must be >= 0")
+        self._epoch, self._start = epoch, batch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._pipe.closed:
             raise RuntimeError("loader is closed")
         self._token += 1
         self._num_batches = self._pipe.start_epoch(self._epoch)
+        if self._start > self._num_batches:
+            raise ValueError(
+                f"loader position batch {self._start} is past epoch {self._epoch}'s "
+                f"{self._num_batches} batches"
+            )
         for slot in range(self._ring):
             self._free_slot(slot)
-        return self._batches(self._token)
+        start, self._start = self._start, 0
+        self._position = start
+        return self._batches(self._token, start)
 
-    def _batches(self, token: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _batches(self, token: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = self._num_batches
-        scheduled = 0
+        scheduled = start
         try:
-            for k in range(n):
+            for k in range(start, n):
                 if token != self._token or self._pipe.closed:
                     raise RuntimeError("this iteration was superseded by a newer iter() or close()")
                 while scheduled < min(n, k + self.prefetch):
@@ -268,6 +294,7 @@ class Loader:
                     scheduled += 1
                 count = self._pipe.wait(k)
                 self._report_skipped()
+                self._position = k + 1
                 yield self._deliver(k % self._ring, count)
         finally:
             if token == self._token and not self._pipe.closed:

@@ -38,6 +38,8 @@ class LoadedModel:
     image_size: tuple[int, int]
     augment: str
     config: dict[str, Any]
+    # Training class frequencies per head (None in checkpoints from before they were kept).
+    class_prior: dict[str, list[float]] | None = None
 
     @property
     def heads(self) -> tuple[str, ...]:
@@ -79,7 +81,8 @@ def load_model(path: Path, device: Any) -> LoadedModel:
         model = model.to(memory_format=torch.channels_last)
     augment = config.augment or "none"
     size = (int(config.image_size[0]), int(config.image_size[1]))
-    return LoadedModel(path, config.task, model, size, augment, ckpt["config"])
+    prior = ckpt.get("state", {}).get("class_prior")
+    return LoadedModel(path, config.task, model, size, augment, ckpt["config"], prior)
 
 
 def predict_probabilities(
@@ -145,8 +148,14 @@ def predict(
     device: str = "auto",
     which: str = "best",
     lenient: bool = False,
+    on_error: str = "raise",
 ) -> pd.DataFrame:
-    """Average the probabilities of every checkpoint in `sources` over eval/info.csv rows."""
+    """Average the probabilities of every checkpoint in `sources` over eval/info.csv rows.
+
+    on_error="raise" stops at an image that cannot be decoded. "fallback" decodes every image
+    once first, and gives each one that fails (or has no file) the most likely class of the
+    training prior; they are listed in `<out stem>.fallback.csv` and in the log.
+    """
     import torch
 
     from fastmask.crops import face_crop_boxes
@@ -156,9 +165,17 @@ def predict(
     dev = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     )
+    if on_error not in ON_ERROR:
+        raise FastmaskError(f"on_error {on_error!r}: expected one of {', '.join(ON_ERROR)}")
     checkpoints = find_checkpoints(sources, which)
-    table = read_eval(data, lenient=lenient)
-    paths = table["path"].tolist()
+    failed: dict[int, str] = {}
+    if on_error == "fallback":
+        table, failed = _readable_rows(data, threads)
+    else:
+        table = read_eval(data, lenient=lenient)
+    good = [i for i in range(len(table)) if i not in failed]
+    paths = table["path"].iloc[good].tolist()
+    prior: dict[str, np.ndarray] = {}
     total: dict[str, np.ndarray] = {}
     task = None
     t0 = time.perf_counter()
@@ -172,26 +189,47 @@ def predict(
         task = loaded.task
         # The run's own framing: its face boxes (eval rows of the same faces file) or centre.
         boxes = face_crop_boxes(TrainConfig.from_json(loaded.config), paths, data)
-        probs = predict_probabilities(
-            loaded,
-            paths,
-            device=dev,
-            batch_size=batch_size,
-            threads=threads,
-            tta=tta,
-            crop_boxes=boxes,
+        probs = (
+            {}
+            if not paths
+            else predict_probabilities(
+                loaded,
+                paths,
+                device=dev,
+                batch_size=batch_size,
+                threads=threads,
+                tta=tta,
+                crop_boxes=boxes,
+            )
         )
         for h, p in probs.items():
             total[h] = total.get(h, 0) + p
+        if failed:
+            if loaded.class_prior is None:
+                raise FastmaskError(
+                    f"{ckpt} keeps no class prior (trained before fastmask kept one), so "
+                    "--on-error fallback cannot answer for unreadable images; retrain or fix them"
+                )
+            for h in loaded.heads:
+                prior[h] = prior.get(h, 0) + np.asarray(loaded.class_prior[h])
         del loaded
     seconds = time.perf_counter() - t0
     assert task is not None
     frame = pd.DataFrame({"ImageID": table["ImageID"]})
     for h, columns in prediction_columns(task).items():
-        mean = total[h] / len(checkpoints)
+        mean = np.zeros((len(table), len(columns)))
+        if good:
+            mean[good] = total[h] / len(checkpoints)
+        if failed:
+            # One-hot on the prior's most likely class: a definite answer, marked in the sidecar.
+            mean[list(failed)] = np.eye(len(columns))[int(np.argmax(prior[h]))]
         for j, column in enumerate(columns):
             frame[column] = mean[:, j]
     write_csv_atomic(frame, out)
+    if failed:
+        _write_fallbacks(out, table, failed, {h: int(np.argmax(p)) for h, p in prior.items()})
+    else:
+        fallback_path(out).unlink(missing_ok=True)  # a stale list would name readable images
     passes = len(checkpoints) * (2 if tta else 1)
     rate = len(paths) * len(checkpoints) / seconds
     log.info(
@@ -202,6 +240,54 @@ def predict(
         f"{out}: {len(paths)} images, {task}, {len(checkpoints)} checkpoint(s), {rate:.1f} images/s"
     )
     return frame
+
+
+ON_ERROR = ("raise", "fallback")
+
+
+def _readable_rows(data: str | Path, threads: int | None) -> tuple[pd.DataFrame, dict[int, str]]:
+    """Every info.csv row, and {row: reason} for those without a file or a decodable image."""
+    from fastmask.check import check_files
+    from fastmask.data import Problems, eval_table
+
+    problems = Problems(lenient=True, warn=False)
+    table = eval_table(data, problems)
+    failed = {i: "no image file" for i, p in enumerate(table["path"]) if p is None}
+    rows = [i for i in range(len(table)) if i not in failed]
+    results = check_files([str(table["path"].iloc[i]) for i in rows], full=True, threads=threads)
+    for i, r in zip(rows, results, strict=True):
+        if r.error is not None:
+            failed[i] = r.error
+    return table, dict(sorted(failed.items()))
+
+
+def fallback_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(f"{out.stem}.fallback.csv")
+
+
+def _write_fallbacks(
+    out: str | Path, table: pd.DataFrame, failed: dict[int, str], classes: dict[str, int]
+) -> None:
+    from fastmask.files import write_csv_atomic
+
+    rows = [
+        {"ImageID": table["ImageID"].iloc[i], "path": table["path"].iloc[i], "reason": reason}
+        for i, reason in failed.items()
+    ]
+    sidecar = write_csv_atomic(
+        pd.DataFrame(rows, columns=["ImageID", "path", "reason"]), fallback_path(out)
+    )
+    answer = ", ".join(f"{h} class {k}" for h, k in classes.items())
+    listing = "\n".join(f"  {r['ImageID']}: {r['reason']}" for r in rows)
+    log.warning(
+        "%d image(s) could not be read and got the training prior's most likely class (%s); "
+        "listed in %s:\n%s",
+        len(rows),
+        answer,
+        sidecar,
+        listing,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -215,6 +301,7 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         which=args.checkpoint,
         lenient=args.lenient,
+        on_error=args.on_error,
     )
     return 0
 
@@ -234,4 +321,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--lenient", action="store_true", help="skip info.csv rows without a file")
+    p.add_argument(
+        "--on-error",
+        choices=ON_ERROR,
+        default="raise",
+        help="raise (default): stop at an image that cannot be decoded; fallback: answer the "
+        "training prior's most likely class for it, listed in OUT_STEM.fallback.csv",
+    )
     p.set_defaults(func=_run)

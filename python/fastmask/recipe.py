@@ -53,7 +53,13 @@ from fastmask.train.config import (
 
 TOP_KEYS = ("description", "tasks", "folds", "seed", "tune_bias")
 SECTIONS = ("train", *TRAIN_TASKS, "faces", "predict")
-PREDICT_DEFAULTS: dict[str, Any] = {"tta": True, "checkpoint": "best", "batch_size": 64}
+PREDICT_DEFAULTS: dict[str, Any] = {
+    "tta": True,
+    "checkpoint": "best",
+    "batch_size": 64,
+    # "fallback": an unreadable eval image gets the prior's class instead of failing the job.
+    "on_error": "raise",
+}
 FACES_DEFAULTS: dict[str, Any] = {"detector": "", "workers": 0}
 # Set once for the job: every task's folds must hold the same people, so OOF rows line up.
 JOB_ONLY = ("folds", "seed", "data", "name", "limit", "corrections")
@@ -281,6 +287,8 @@ def check_recipe(recipe: Recipe, where: str) -> None:
         raise FastmaskError(f"{where} [predict]: checkpoint must be best or last")
     if recipe.predict["batch_size"] < 1:
         raise FastmaskError(f"{where} [predict]: batch_size must be >= 1")
+    if recipe.predict["on_error"] not in ("raise", "fallback"):
+        raise FastmaskError(f"{where} [predict]: on_error must be raise or fallback")
     if recipe.crops_to_faces and recipe.faces["detector"]:
         from fastmask.faces import DETECTORS
 

@@ -209,6 +209,7 @@ class Job:
             "checkpoints": file_stamp(self.checkpoints(task)),
             "info": file_stamp([info]) if info.exists() else None,
             "tta": self.recipe.predict["tta"],
+            "on_error": self.recipe.predict["on_error"],
         }
 
     def predictions(self) -> dict[str, Path]:
@@ -237,6 +238,7 @@ class Job:
                 batch_size=self.recipe.predict["batch_size"],
                 threads=threads,
                 device=device,
+                on_error=self.recipe.predict["on_error"],
             )
             seconds = time.perf_counter() - start
             write_json(stamp_path, {"stamp": stamp, "seconds": seconds})

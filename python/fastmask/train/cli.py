@@ -11,12 +11,13 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Any
 
 from fastmask import _native
-from fastmask.errors import FastmaskError
+from fastmask.errors import FastmaskError, Interrupted
 from fastmask.train.config import (
     CROPS,
     RESUME_OVERRIDABLE,
@@ -58,6 +59,9 @@ def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     for key in ("image_size", "age_bounds", "loss_weights", "task_weights", "center_crop"):
         if key in given:
             given[key] = tuple(given[key])
+    for key in ("data", "faces"):  # absolute, so --resume and predict work from anywhere
+        if given.get(key):
+            given[key] = os.path.abspath(given[key])
     if args.resume is None:
         if "data" not in given:
             raise FastmaskError("--data DATA is required (or --resume RUN)")
@@ -81,6 +85,11 @@ def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     if "epochs" in changes or "extra_epochs" in changes:
         log.warning("changing the number of epochs on resume changes the lr schedule from here on")
     config = dataclasses.replace(config, **changes)
+    if not os.path.isdir(config.data):
+        raise FastmaskError(
+            f"the data folder {config.data} named in {config_path} does not exist; if it moved, "
+            f"pass its new place: --resume {run_dir} --data NEW_PLACE"
+        )
     validate_config(config)
     return config, run_dir
 
@@ -91,8 +100,14 @@ def run_command(args: argparse.Namespace) -> int:
 
     from fastmask.train.loop import train
 
-    with logging_redirect_tqdm():
-        summary = train(config, run_dir)
+    try:
+        with logging_redirect_tqdm():
+            summary = train(config, run_dir)
+    except Interrupted as err:
+        err.command = shlex.join(
+            ["python", "-m", "fastmask", "train", config.task, "--resume", str(run_dir)]
+        )
+        raise
     if int(os.environ.get("RANK", "0")) == 0:
         log.info(
             "done: best macro F1 %.4f (epoch %s) in %s; %.0f img/s",
@@ -143,6 +158,12 @@ def register(subparsers: Any) -> None:
     g.add_argument("--wandb-project", help="wandb project (default fastmask)")
     g.add_argument("--max-steps", type=int, help="at most N training batches per epoch")
     g.add_argument("--limit", type=int, help="use only N people (quick trials, tests)")
+    g.add_argument(
+        "--lenient",
+        action="store_true",
+        default=None,
+        help="leave out images that fail the header check (excluded.csv) instead of stopping",
+    )
     g = p.add_argument_group("model")
     g.add_argument("--model", help="torchvision model (default by task)")
     g.add_argument("--no-pretrained", dest="pretrained", action="store_false", default=None)

@@ -34,7 +34,8 @@ CROPS = ("center", "face", "face-aligned")
 
 LOSS_NAMES = ("ce", "focal", "f1")
 # Flags a resumed run may change: they do not alter what the finished epochs computed.
-RESUME_OVERRIDABLE = ("epochs", "extra_epochs", "patience", "threads", "device", "wandb")
+# `data` may change when the data folder moved (the run checks it is the same data).
+RESUME_OVERRIDABLE = ("epochs", "extra_epochs", "patience", "threads", "device", "wandb", "data")
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ class TrainConfig:
     ema_decay: float = 0.0
     # Gradient accumulation: one optimiser step per N batches (effective batch N x size).
     accum_steps: int = 1
+    # Leave out images that fail the header check (listed in excluded.csv) instead of failing.
+    lenient: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -7,23 +7,27 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastmask.errors import FastmaskError
-from fastmask.schema import TASKS, outputs_by_head, split_targets, task_labels
+from fastmask.errors import FastmaskError, Interrupted
+from fastmask.schema import NUM_CLASSES, TASKS, outputs_by_head, split_targets, task_labels
 from fastmask.train.config import TrainConfig
 from fastmask.train.distributed import Context, setup_context
+from fastmask.train.interrupt import StopRequest, stop_on_signals
 from fastmask.train.runfiles import (
     best_record,
     checkpoint_payload,
     load_checkpoint,
     make_summary,
     plot_run_confusion,
+    run_lock,
     save_checkpoint,
+    write_excluded,
     write_json,
     write_metrics,
     write_predictions,
@@ -42,6 +46,7 @@ from fastmask.train.splits import (
     load_frame,
     make_loader,
     make_splits,
+    screen_images,
     training_rows,
 )
 from fastmask.train.tracking import Tracker
@@ -53,8 +58,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def train_one_epoch(rt: Runtime, loader: Loader, epoch: int, steps: int) -> dict[str, float]:
-    """One pass over the loader (at most `steps` batches); returns loss, images, seconds."""
+def train_one_epoch(
+    rt: Runtime,
+    loader: Loader,
+    epoch: int,
+    steps: int,
+    stop: StopRequest | None = None,
+    position: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One pass over the loader (at most `steps` batches); returns loss, images, seconds.
+
+    `position` (from a mid-epoch checkpoint) starts at its step with its RNG states. When
+    `stop` is set the epoch ends at the next optimiser step and the result's "position"
+    holds what a resume needs; it is None when the epoch ran to its end.
+    """
     import torch
     from tqdm.auto import tqdm
 
@@ -63,9 +80,19 @@ def train_one_epoch(rt: Runtime, loader: Loader, epoch: int, steps: int) -> dict
     mixer = BatchMixer(c, epoch)
     loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
     seen = 0
+    first_step = 0
+    elapsed_before = 0.0
+    if position is not None:
+        first_step, seen = int(position["step"]), int(position["seen"])
+        loss_sum += float(position["loss_sum"])
+        elapsed_before = float(position["seconds"])
+        restore_rng(position, mixer)
+        loader.load_state_dict({"epoch": epoch, "batch": first_step})
+    stopped: dict[str, Any] | None = None
     start = time.perf_counter()
     bar = tqdm(
         total=steps,
+        initial=first_step,
         desc=f"epoch {epoch + 1}/{c.total_epochs}",
         leave=False,
         disable=None if ctx.is_main else True,
@@ -73,7 +100,7 @@ def train_one_epoch(rt: Runtime, loader: Loader, epoch: int, steps: int) -> dict
     )
     with bar:
         # zip stops on range first, so no batch beyond `steps` is pulled from the loader.
-        for step, (images, labels) in zip(range(steps), loader, strict=False):
+        for step, (images, labels) in zip(range(first_step, steps), loader, strict=False):
             lr = c.lr * rt.schedule.factor(epoch + step / steps)
             set_lr(rt.optimizer, lr)
             x = rt.prepare(images)
@@ -103,7 +130,20 @@ def train_one_epoch(rt: Runtime, loader: Loader, epoch: int, steps: int) -> dict
             if ctx.is_main and (step % 10 == 0 or step == steps - 1):
                 rate = seen * ctx.world_size / max(time.perf_counter() - start, 1e-9)
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
-    seconds = time.perf_counter() - start
+            # A stop lands after an optimiser step: no half-accumulated gradient to save.
+            if last and step + 1 < steps and stop is not None and stop.agreed(ctx):
+                stopped = {
+                    "epoch": epoch,
+                    "step": step + 1,
+                    "seen": seen,
+                    "loss_sum": float(loss_sum),
+                    "seconds": elapsed_before + time.perf_counter() - start,
+                    **rng_state(mixer),
+                }
+                break
+    seconds = elapsed_before + time.perf_counter() - start
+    if stopped is not None:
+        return {"position": stopped}
     totals = torch.tensor([float(loss_sum), float(seen)], dtype=torch.float64)
     if ctx.distributed:
         import torch.distributed as dist
@@ -116,13 +156,43 @@ def train_one_epoch(rt: Runtime, loader: Loader, epoch: int, steps: int) -> dict
         "train_samples": images_total,
         "train_seconds": seconds,
         "lr": c.lr * rt.schedule.factor(epoch + 1),
+        "position": None,
     }
 
 
+def rng_state(mixer: BatchMixer) -> dict[str, Any]:
+    """Every RNG a step draws from after the loader's: torch's (dropout) and the mixer's."""
+    import torch
+
+    state: dict[str, Any] = {
+        "torch_rng": torch.get_rng_state(),
+        "mixer_rng": mixer.rng.bit_generator.state,
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(position: dict[str, Any], mixer: BatchMixer) -> None:
+    import torch
+
+    torch.set_rng_state(position["torch_rng"])
+    mixer.rng.bit_generator.state = position["mixer_rng"]
+    if "cuda_rng" in position and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(position["cuda_rng"])
+
+
 def train_split(
-    c: TrainConfig, ctx: Context, split: Split, run_dir: Path, fingerprint: str
+    c: TrainConfig,
+    ctx: Context,
+    split: Split,
+    run_dir: Path,
+    fingerprint: str,
+    stop: StopRequest | None = None,
+    excluded: Sequence[dict[str, str]] = (),
 ) -> dict[str, Any]:
-    """Train on one split, writing the run folder; resumes from run_dir/last.pt if present."""
+    """Train on one split, writing the run folder; resumes from run_dir/last.pt if present,
+    mid-epoch when an interruption saved it there. Raises Interrupted once `stop` is set."""
     import torch
 
     started = time.perf_counter()
@@ -140,6 +210,7 @@ def train_split(
         "samples_per_epoch": {},
     }
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    position: dict[str, Any] | None = None
     if last_path.exists():
         ckpt = load_checkpoint(last_path)
         rt.raw_model.load_state_dict(ckpt["model"])
@@ -148,7 +219,24 @@ def train_split(
         if rt.ema is not None:
             rt.ema.model.load_state_dict(ckpt["ema"])
         state.update(ckpt["state"])
-        log.info("resuming %s after epoch %d", run_dir, state["next_epoch"])
+        position = ckpt.get("position")
+        if position is None:
+            log.info("resuming %s after epoch %d", run_dir, state["next_epoch"])
+        else:
+            log.info(
+                "resuming %s in epoch %d at batch %d",
+                run_dir,
+                position["epoch"] + 1,
+                position["step"],
+            )
+    state["excluded"] = list(excluded)
+    # The training class frequencies per head: predict's answer for an unreadable image.
+    targets = split_targets(torch.tensor(np.asarray(train_labels)), c.task)
+    state["class_prior"] = {
+        h: (torch.bincount(t, minlength=NUM_CLASSES[h]).double() / max(len(t), 1)).tolist()
+        for h, t in targets.items()
+    }
+    check_same_data(run_dir, fingerprint, resuming=last_path.exists())
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", c.to_json())
@@ -157,6 +245,8 @@ def train_split(
     val_loader = make_val_loader(c, split.val, ctx) if c.epochs > state["next_epoch"] else None
     try:
         for epoch in range(state["next_epoch"], c.total_epochs):
+            if stop:
+                raise Interrupted(str(run_dir), stop.signal_name or "stop")
             extra = epoch >= c.epochs
             if not extra and state["stopped_early"]:
                 continue
@@ -181,7 +271,23 @@ def train_split(
                     f"--batch-size {c.batch_size}; lower the batch size"
                 )
             epoch_start = time.perf_counter()
-            stats = train_one_epoch(rt, loader, epoch, steps)
+            resume_at = position if position is not None and position["epoch"] == epoch else None
+            position = None
+            stats = train_one_epoch(rt, loader, epoch, steps, stop, resume_at)
+            if stats["position"] is not None:
+                state["wall_s"] += time.perf_counter() - started
+                if ctx.is_main:
+                    payload = checkpoint_payload(rt, state, epoch)
+                    payload["position"] = stats["position"]
+                    save_checkpoint(last_path, payload)
+                    log.info(
+                        "saved %s at batch %d of epoch %d",
+                        last_path,
+                        stats["position"]["step"],
+                        epoch + 1,
+                    )
+                raise Interrupted(str(run_dir), (stop and stop.signal_name) or "stop")
+            del stats["position"]
             row: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "phase": phase,
@@ -226,6 +332,8 @@ def train_split(
                 summary = make_summary(c, ctx, split, state, fingerprint)
                 write_json(run_dir / "summary.json", summary)
                 tracker.log(row, run_dir / "confusion.png" if improved else None)
+            if stop and epoch + 1 < c.total_epochs:
+                raise Interrupted(str(run_dir), stop.signal_name or "stop")
     finally:
         for open_loader in [*loaders.values(), val_loader]:
             if open_loader is not None:
@@ -237,6 +345,19 @@ def train_split(
         write_json(run_dir / "summary.json", summary)
         tracker.finish(summary)
     return summary
+
+
+def check_same_data(run_dir: Path, fingerprint: str, resuming: bool) -> None:
+    """A resumed run must see the data it started on, wherever that data now lives."""
+    summary = run_dir / "summary.json"
+    if not resuming or not summary.exists():
+        return
+    before = json.loads(summary.read_text()).get("data_fingerprint")
+    if before is not None and before != fingerprint:
+        raise FastmaskError(
+            f"{run_dir} was trained on other data (fingerprint {before}, now {fingerprint}): "
+            "pass the data folder it started on with --data, or train into a new --out"
+        )
 
 
 def log_epoch(row: dict[str, Any], state: dict[str, Any], c: TrainConfig) -> None:
@@ -263,16 +384,27 @@ def log_epoch(row: dict[str, Any], state: dict[str, Any], c: TrainConfig) -> Non
 
 
 def train(c: TrainConfig, run_dir: Path) -> dict[str, Any]:
-    """Train `c` into run_dir (one split, or fold0..fold{K-1}); resumes what is there."""
+    """Train `c` into run_dir (one split, or fold0..fold{K-1}); resumes what is there.
+
+    The run folder is locked for the run; every image gets a header check first; SIGINT or
+    SIGTERM saves a resumable checkpoint at the next batch boundary and raises Interrupted.
+    """
     ctx = setup_context(c.device)
     deterministic = c.deterministic if c.deterministic is not None else ctx.device.type == "cpu"
     try:
-        with determinism(deterministic, c.torch_threads):
+        with (
+            run_lock(run_dir) if ctx.is_main else nullcontext(),
+            stop_on_signals() as stop,
+            determinism(deterministic, c.torch_threads),
+        ):
             frame = load_frame(c)
+            frame, excluded = screen_images(frame, c)
+            if ctx.is_main and excluded:
+                write_excluded(run_dir / "excluded.csv", excluded)
             fingerprint = data_fingerprint(frame)
             splits = make_splits(frame, c)
             if len(splits) == 1:
-                return train_split(c, ctx, splits[0], run_dir, fingerprint)
+                return train_split(c, ctx, splits[0], run_dir, fingerprint, stop, excluded)
             results = []
             for i, split in enumerate(splits):
                 fold_dir = run_dir / f"fold{i}"
@@ -281,7 +413,7 @@ def train(c: TrainConfig, run_dir: Path) -> dict[str, Any]:
                     results.append(json.loads(done.read_text()))
                     continue
                 log.info("fold %d/%d", i + 1, len(splits))
-                results.append(train_split(c, ctx, split, fold_dir, fingerprint))
+                results.append(train_split(c, ctx, split, fold_dir, fingerprint, stop, excluded))
             f1 = [r["best_macro_f1"] for r in results]
             summary = {
                 "task": c.task,
@@ -294,6 +426,7 @@ def train(c: TrainConfig, run_dir: Path) -> dict[str, Any]:
                 "wall_s": round(sum(r["wall_s"] for r in results), 3),
                 "images_per_s": round(float(np.mean([r["images_per_s"] for r in results])), 2),
                 "data_fingerprint": fingerprint,
+                "excluded": excluded,
             }
             if ctx.is_main:
                 write_json(run_dir / "config.json", c.to_json())

@@ -7,12 +7,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fastmask.errors import FastmaskError
+from fastmask.errors import FastmaskError, WriteError
 from fastmask.schema import TASKS, class_labels, label_maps
 from fastmask.train.config import VAL_AGE_BOUNDS, TrainConfig
 
@@ -28,7 +30,8 @@ CHECKPOINT_VERSION = 1
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any], also: Path | None = None) -> None:
-    """torch.save to a temp file, then rename: a kill never leaves half a checkpoint.
+    """torch.save to a temp file, then rename: a kill or a failed write (disk full) never
+    leaves half a checkpoint, and the previous one stays; a failure names `path`.
 
     `also` gets the same checkpoint through a hard link (a copy where links fail), so
     best.pt and last.pt of one epoch cost one write.
@@ -37,22 +40,61 @@ def save_checkpoint(path: Path, payload: dict[str, Any], also: Path | None = Non
 
     import torch
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp_also = None if also is None else also.with_name(f".{also.name}.{os.getpid()}.tmp")
+    from fastmask.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        # Through a Python file, so a failed write is an OSError, not torch's RuntimeError.
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+        if also is not None:
+            with atomic_path(also) as tmp_also:
+                try:
+                    os.link(tmp, tmp_also)
+                except OSError:
+                    shutil.copyfile(tmp, tmp_also)
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on run_dir/.lock while a process trains into run_dir.
+
+    flock belongs to the open file: the kernel drops it when the process ends, however it
+    ends, so a crashed run never leaves the folder locked.
+    """
+    import fcntl
+    import socket
+
     try:
-        torch.save(payload, tmp)
-        if also is not None and tmp_also is not None:
-            tmp_also.unlink(missing_ok=True)
-            try:
-                os.link(tmp, tmp_also)
-            except OSError:
-                shutil.copyfile(tmp, tmp_also)
-            os.replace(tmp_also, also)
-        os.replace(tmp, path)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(run_dir / ".lock", "a+")  # noqa: SIM115 -- held for the whole run
+    except OSError as err:
+        raise WriteError(f"cannot write {run_dir / '.lock'}: {err.strerror or err}") from err
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise FastmaskError(
+                f"{run_dir} is in use: {holder} is training into it. Wait for it to finish, "
+                "stop it (it saves a checkpoint), or train into another --out."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield
     finally:
-        tmp.unlink(missing_ok=True)
-        if tmp_also is not None:
-            tmp_also.unlink(missing_ok=True)
+        handle.close()
+
+
+def write_excluded(path: Path, excluded: list[dict[str, str]]) -> None:
+    """excluded.csv: the images a --lenient run left out, and why."""
+    import pandas as pd
+
+    from fastmask.files import write_csv_atomic
+
+    write_csv_atomic(pd.DataFrame(excluded, columns=["path", "reason"]), path)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -233,6 +275,7 @@ def make_summary(
         "val_age_bounds": list(VAL_AGE_BOUNDS),
         "train_age_bounds": list(c.age_bounds),
         "data_fingerprint": fingerprint,
+        "excluded": list(state.get("excluded", [])),
         "world_size": ctx.world_size,
         "device": str(ctx.device),
         "versions": {"fastmask": __version__, "torch": torch.__version__},

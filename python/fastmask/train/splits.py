@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from fastmask.loader import Loader
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -40,6 +43,41 @@ def load_frame(c: TrainConfig) -> pd.DataFrame:
         keep = np.random.default_rng(c.seed).permutation(people)[: c.limit]
         frame = frame[frame["person"].isin(set(keep))].reset_index(drop=True)
     return frame
+
+
+def screen_images(frame: pd.DataFrame, c: TrainConfig) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """Header check of every image the run will read, before epoch 1.
+
+    A bad file fails the run at once, listing every one; with --lenient the bad files are
+    left out with a warning and returned (for excluded.csv and summary.json).
+    """
+    import time
+
+    from fastmask.check import header_problems
+    from fastmask.errors import DataError
+
+    start = time.perf_counter()
+    bad = header_problems(frame["path"].tolist(), c.threads or None)
+    log.info(
+        "header check of %d images: %d bad, %.2f s",
+        len(frame),
+        len(bad),
+        time.perf_counter() - start,
+    )
+    if not bad:
+        return frame, []
+    listing = "\n".join(f"  {p['path']}: {p['reason']}" for p in bad)
+    if not c.lenient:
+        raise DataError(
+            f"{len(bad)} image(s) under {c.data} cannot be read:\n{listing}\n"
+            "Fix or remove them (python -m fastmask check DATA lists every problem), or pass "
+            "--lenient to train without them."
+        )
+    log.warning("--lenient: leaving out %d image(s) that cannot be read:\n%s", len(bad), listing)
+    frame = frame[~frame["path"].isin({p["path"] for p in bad})].reset_index(drop=True)
+    if frame.empty:
+        raise DataError(f"no readable images left under {c.data}")
+    return frame, bad
 
 
 def training_rows(frame: pd.DataFrame, c: TrainConfig) -> pd.DataFrame:
@@ -100,6 +138,7 @@ def make_loader(
         device=ctx.device if ctx.device.type == "cuda" else None,
         # Float (x/255 - mean) / std: written by the workers on the CPU, done on the GPU there.
         normalize=True,
+        on_error="skip" if c.lenient else "raise",
         mean=REFERENCE_MEAN,
         std=REFERENCE_STD,
     )
