@@ -67,6 +67,8 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     )?;
     info.set_item("debug", cfg!(debug_assertions))?;
+    info.set_item("opt_level", env!("FASTMASK_OPT_LEVEL"))?;
+    info.set_item("profile", env!("FASTMASK_PROFILE"))?;
     Ok(info)
 }
 

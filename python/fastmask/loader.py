@@ -68,6 +68,26 @@ def _rgb255(v: Sequence[float]) -> tuple[float, float, float]:
     return (255.0 * v[0], 255.0 * v[1], 255.0 * v[2])
 
 
+_warned_unoptimized = False
+
+
+def warn_if_unoptimized(info: Mapping[str, Any] | None = None) -> bool:
+    """Log one warning per process when the native module was built without optimisation
+    (a plain `maturin develop` of an older checkout: tens of times slower). True if it is."""
+    global _warned_unoptimized
+    info = _native.build_info() if info is None else info
+    slow = str(info.get("opt_level", "3")) == "0"
+    if slow and not _warned_unoptimized:
+        _warned_unoptimized = True
+        log.warning(
+            "fastmask._native is an unoptimised build (opt-level 0, profile %s): the loader "
+            "runs tens of times slower. Rebuild with `make build` "
+            "(maturin develop --release).",
+            info.get("profile", "?"),
+        )
+    return slow
+
+
 def default_threads() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -128,6 +148,7 @@ class Loader:
         shuffle: bool | None = None,
         apply_exif: bool = True,
     ) -> None:
+        warn_if_unoptimized()
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error {on_error!r}: expected 'raise' or 'skip'")
         if batch_size < 1:
