@@ -7,6 +7,7 @@ pub mod decode;
 pub mod error;
 pub mod pipeline;
 pub mod rng;
+pub mod roi;
 pub mod sampler;
 
 use std::collections::HashMap;
@@ -78,18 +79,21 @@ fn image_to_numpy<'py>(py: Python<'py>, img: Image) -> PyResult<Bound<'py, PyArr
 }
 
 /// Decode an image file to an RGB uint8 array [H, W, 3]; `min_size` (height, width) lets a
-/// JPEG decode at a DCT scale no smaller than it.
+/// JPEG decode at a DCT scale no smaller than it; `roi` (x0, y0, x1, y1) lets it stop after
+/// the rows that region needs (pixels outside it are then unspecified).
 #[pyfunction]
-#[pyo3(signature = (path, apply_exif=true, min_size=None))]
+#[pyo3(signature = (path, apply_exif=true, min_size=None, roi=None))]
 fn decode_file<'py>(
     py: Python<'py>,
     path: PathBuf,
     apply_exif: bool,
     min_size: Option<(usize, usize)>,
+    roi: Option<(usize, usize, usize, usize)>,
 ) -> PyResult<Bound<'py, PyArray3<u8>>> {
     let opts = DecodeOptions {
         apply_exif,
         min_size: min_size.map(|(h, w)| (w, h)),
+        roi: roi.map(|(x0, y0, x1, y1)| roi::Roi { x0, y0, x1, y1 }),
     };
     let img = py.detach(|| decode::decode_file(&path, &opts)).map_err(PyError)?;
     image_to_numpy(py, img)
@@ -461,6 +465,7 @@ impl PyPipeline {
             decode: DecodeOptions {
                 apply_exif,
                 min_size: None,
+                roi: None,
             },
             cache,
             cache_bytes,
