@@ -981,7 +981,7 @@ mod tests {
     }
 
     #[test]
-    fn roi_decode_of_damaged_files_never_panics() {
+    fn roi_decode_of_damaged_files_never_panics_and_keeps_the_region() {
         let mut rng = Rng::new(7);
         for name in ["photo_384x512.jpg", "jpeg_restart.jpg", "jpeg_cmyk.jpg"] {
             let good = read(name);
@@ -991,17 +991,24 @@ mod tests {
                     let i = rng.below(bytes.len() as u64) as usize;
                     bytes[i] = rng.next_u64() as u8;
                 }
+                let r = Roi {
+                    x0: 0,
+                    y0: 0,
+                    x1: 16,
+                    y1: 16,
+                };
                 let opts = DecodeOptions {
-                    roi: Some(Roi {
-                        x0: 0,
-                        y0: 0,
-                        x1: 16,
-                        y1: 16,
-                    }),
+                    roi: Some(r),
                     ..Default::default()
                 };
-                if let Ok(img) = decode_image(&bytes, &opts) {
+                let part = decode_image(&bytes, &opts);
+                if let Ok(img) = &part {
                     assert_eq!(img.data.len(), img.width * img.height * 3);
+                }
+                // Damage below the cut cannot change the region; above it, both see it.
+                if let Ok(full) = decode_image(&bytes, &DecodeOptions::default()) {
+                    let part = part.expect("a file the full decode reads");
+                    assert_eq!(crop(&part, r), crop(&full, r), "{name}");
                 }
             }
         }
