@@ -95,6 +95,29 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
+class DeviceNormalize:
+    """uint8 NCHW (any memory format) -> float32 (x/255 - mean) / std, as one fused kernel
+    (`addcmul` of the uint8 batch with per-channel scale and bias already on the device).
+    The memory format is kept: NHWC uint8 gives channels_last float."""
+
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        m = torch.tensor(_rgb255(mean), dtype=torch.float64)
+        sd = torch.tensor(_rgb255(std), dtype=torch.float64)
+        self.scale = (1.0 / sd).to(dtype).view(1, 3, 1, 1).to(device)
+        self.bias = (-m / sd).to(dtype).view(1, 3, 1, 1).to(device)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            raise TypeError(f"DeviceNormalize expects uint8 images, got {images.dtype}")
+        return torch.addcmul(self.bias, images, self.scale)
+
+
 _live_loaders: weakref.WeakSet[Loader] = weakref.WeakSet()
 
 
@@ -168,11 +191,12 @@ class Loader:
         self.device = torch.device(device) if device is not None else None
         self.normalize = normalize
         self._cuda = self.device is not None and self.device.type == "cuda"
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
-        self._std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255
         # On the CPU the workers write normalised float32; to a GPU uint8 travels (4x fewer
-        # bytes) and is normalised there.
+        # bytes) and is normalised there, in the copy stream: no float pass on the CPU.
         self._native_float = normalize and not self._cuda
+        self._device_normalize = (
+            DeviceNormalize(mean, std, self.device) if normalize and self._cuda else None
+        )
         self._ring = prefetch + 2  # + the batch the consumer holds + the one it just dropped
         label_list = None if labels is None else [int(x) for x in np.asarray(labels).ravel()]
         if label_list is not None and len(label_list) != len(paths):
@@ -301,16 +325,15 @@ class Loader:
                 images = images.to(self.device, non_blocking=True)
                 labels = labels.to(self.device, non_blocking=True)
                 event = torch.cuda.Event()
-                event.record(self._stream)
+                event.record(self._stream)  # the slot is free once the copy is done
+                if self._device_normalize is not None:
+                    images = self._device_normalize(images)
             self._events[slot] = event
             current = torch.cuda.current_stream(self.device)
             current.wait_stream(self._stream)
             images.record_stream(current)
             labels.record_stream(current)
             self._held[slot] = None  # the GPU copy is the consumer's; the event guards the slot
-        if self.normalize and not self._native_float:
-            mean, std = self._mean.to(images.device), self._std.to(images.device)
-            images = images.float().sub_(mean).div_(std)
         return images, labels
 
     # -- lifetime --------------------------------------------------------------------------
