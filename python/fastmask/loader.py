@@ -141,8 +141,19 @@ class Loader:
     rank / world_size: DDP shard. drop_last: default True in training. device: "cuda" puts
     batches on the GPU through pinned memory. normalize: float output, (x/255 - mean) / std.
     on_error: "raise" (DecodeError naming the file) or "skip" (replace with a sample of
-    the same class and log the path once).
+    the same class and log the path once). decode: "cpu" (the native workers) or "gpu"
+    (nvJPEG and GPU augmentation for CPU-poor machines, needs CUDA; see gpu_decode.py).
     """
+
+    def __new__(cls, *args: Any, decode: Literal["cpu", "gpu"] = "cpu", **kw: Any) -> Any:
+        if decode == "cpu":
+            return super().__new__(cls)
+        if decode != "gpu":
+            raise ValueError(f"decode {decode!r}: expected 'cpu' or 'gpu'")
+        from fastmask.gpu_decode import require_cuda
+
+        require_cuda()
+        return _gpu_loader(*args, **kw)
 
     def __init__(
         self,
@@ -170,6 +181,7 @@ class Loader:
         std: Sequence[float] = REFERENCE_STD,
         shuffle: bool | None = None,
         apply_exif: bool = True,
+        decode: Literal["cpu", "gpu"] = "cpu",
     ) -> None:
         warn_if_unoptimized()
         if on_error not in ("raise", "skip"):
@@ -355,6 +367,44 @@ class Loader:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # never raise from a finaliser
             self.close()
+
+
+def _gpu_loader(
+    paths: Sequence[str | os.PathLike[str]],
+    labels: Sequence[int] | np.ndarray | None = None,
+    *,
+    batch_size: int = 64,
+    image_size: int | tuple[int, int] = (224, 224),
+    train: bool = True,
+    augment: str | AugmentConfig | None = "mask",
+    threads: int | None = None,
+    seed: int = 0,
+    crop_boxes: Sequence[tuple[float, float, float, float] | None] | None = None,
+    oversample: None | Literal["balanced"] | Mapping[int, float] = None,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool | None = None,
+    device: str | torch.device | None = None,
+    normalize: bool = False,
+    mean: Sequence[float] = REFERENCE_MEAN,
+    std: Sequence[float] = REFERENCE_STD,
+    shuffle: bool | None = None,
+    **ignored: Any,
+) -> Any:
+    """Loader(decode="gpu"): the same arguments, served by gpu_decode.GpuJpegLoader."""
+    from fastmask.gpu_decode import GpuJpegLoader
+
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    dev = torch.device(device) if device is not None else torch.device("cuda")
+    return GpuJpegLoader(
+        paths, labels, augment=as_augment(augment), batch_size=batch_size,
+        image_size=(int(size[0]), int(size[1])), train=train, seed=seed, device=dev,
+        normalize=normalize, mean=mean, std=std,
+        crop_boxes=None if crop_boxes is None else [_box(b) for b in crop_boxes],
+        oversample=oversample, rank=rank, world_size=world_size,
+        drop_last=train if drop_last is None else drop_last,
+        shuffle=train if shuffle is None else shuffle, threads=threads or default_threads(),
+    )  # fmt: skip
 
 
 def decode(path: str | Path, apply_exif: bool = True) -> np.ndarray:
