@@ -372,38 +372,30 @@ class Loader:
 def _gpu_loader(
     paths: Sequence[str | os.PathLike[str]],
     labels: Sequence[int] | np.ndarray | None = None,
-    *,
-    batch_size: int = 64,
-    image_size: int | tuple[int, int] = (224, 224),
-    train: bool = True,
-    augment: str | AugmentConfig | None = "mask",
-    threads: int | None = None,
-    seed: int = 0,
-    crop_boxes: Sequence[tuple[float, float, float, float] | None] | None = None,
-    oversample: None | Literal["balanced"] | Mapping[int, float] = None,
-    rank: int = 0,
-    world_size: int = 1,
-    drop_last: bool | None = None,
-    device: str | torch.device | None = None,
-    normalize: bool = False,
-    mean: Sequence[float] = REFERENCE_MEAN,
-    std: Sequence[float] = REFERENCE_STD,
-    shuffle: bool | None = None,
-    **ignored: Any,
+    **kw: Any,
 ) -> Any:
-    """Loader(decode="gpu"): the same arguments, served by gpu_decode.GpuJpegLoader."""
+    """Loader(decode="gpu"): the same arguments and defaults (those that apply), served by
+    gpu_decode.GpuJpegLoader."""
     from fastmask.gpu_decode import GpuJpegLoader
 
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    dev = torch.device(device) if device is not None else torch.device("cuda")
+    size = kw.get("image_size", (224, 224))
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    train = bool(kw.get("train", True))
+    boxes = kw.get("crop_boxes")
+    device = kw.get("device")
     return GpuJpegLoader(
-        paths, labels, augment=as_augment(augment), batch_size=batch_size,
-        image_size=(int(size[0]), int(size[1])), train=train, seed=seed, device=dev,
-        normalize=normalize, mean=mean, std=std,
-        crop_boxes=None if crop_boxes is None else [_box(b) for b in crop_boxes],
-        oversample=oversample, rank=rank, world_size=world_size,
-        drop_last=train if drop_last is None else drop_last,
-        shuffle=train if shuffle is None else shuffle, threads=threads or default_threads(),
+        paths, labels, augment=as_augment(kw.get("augment", "mask")),
+        batch_size=kw.get("batch_size", 64), image_size=(int(size[0]), int(size[1])),
+        train=train, seed=kw.get("seed", 0),
+        device=torch.device(device) if device is not None else torch.device("cuda"),
+        normalize=kw.get("normalize", False), mean=kw.get("mean", REFERENCE_MEAN),
+        std=kw.get("std", REFERENCE_STD),
+        crop_boxes=None if boxes is None else [_box(b) for b in boxes],
+        oversample=kw.get("oversample"), rank=kw.get("rank", 0),
+        world_size=kw.get("world_size", 1),
+        drop_last=train if kw.get("drop_last") is None else kw["drop_last"],
+        shuffle=train if kw.get("shuffle") is None else kw["shuffle"],
+        threads=kw.get("threads") or default_threads(),
     )  # fmt: skip
 
 
