@@ -62,7 +62,7 @@ def _fastmask_config() -> Any:
 
 
 def _torchvision_loader(
-    paths: list[str], batch_size: int, workers: int, pin_memory: bool = False
+    paths: list[str], batch_size: int, workers: int, pin_memory: bool = False, size: int = SIZE
 ) -> Any:
     import torch
     from PIL import Image
@@ -73,7 +73,7 @@ def _torchvision_loader(
     transform = T.Compose(
         [
             T.Lambda(lambda im: T.functional.center_crop(im, [im.height * 3 // 4, im.width])),
-            T.Resize((SIZE, SIZE)),
+            T.Resize((size, size)),
             T.RandomHorizontalFlip(),
             T.ColorJitter(JITTER, JITTER, JITTER),
             T.ToTensor(),
