@@ -1,7 +1,8 @@
 """The prepared GPU check (`benches/gpu_check.sh`): one command, at most 8 minutes.
 
   1. gpu_feed: ceiling, fastmask uint8 (normalised on the GPU) and float (workers'
-     float32), GPU decode (nvJPEG), torchvision DataLoader + PIL; images/s and fractions.
+     float32), GPU decode (nvJPEG), torchvision DataLoader + PIL; images/s and fractions;
+     a torch profiler trace of the uint8 case (top operators kept in the JSON).
   2. The trainer's CUDA paths, each a `fastmask run demo`-sized training that must lower
      its loss and resume: --amp fp16 (GradScaler), --amp bf16, --channels-last, --compile.
   3. torchrun --nproc_per_node 1: an NCCL all-reduce and DDP step, then the trainer.
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     # 1. feed
     feed_json = work / "gpu_feed.json"
     sizes = ["--steps", "2", "--warmup", "1", "--batch-size", "4", "--image-size", "32",
-             "--dry-run"] if dry else ["--steps", "40", "--warmup", "8"]  # fmt: skip
+             "--dry-run"] if dry else ["--steps", "40", "--warmup", "8",
+                                       "--profile", str(work / "profile")]  # fmt: skip
     ok, log = _run([sys.executable, str(ROOT / "benches" / "gpu_feed.py"), "--data", str(data),
                     "--json", str(feed_json), *sizes], min(240.0, left()))  # fmt: skip
     r["gpu_feed"] = json.loads(feed_json.read_text()) if ok else {"ok": False, "log_tail": log}
