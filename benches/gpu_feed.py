@@ -1,15 +1,21 @@
 """Does the GPU wait for data? EfficientNet-B0 training steps (AMP bf16, channels_last) fed by
 
   (1) random tensors already on the GPU          -- the ceiling, no data loading at all
-  (2) fastmask's native loader (device="cuda")   -- pinned ring, non_blocking copies
+  (2) fastmask, device="cuda", uint8             -- pinned ring, uint8 copies, normalised on
+                                                    the GPU in the loader's stream
+  (2b) fastmask, float32 from the workers         -- 4x the bytes, pageable copy
+  (2c) fastmask, decode="gpu"                     -- nvJPEG + GPU augmentation
   (3) torchvision DataLoader + PIL, N workers    -- the pipeline users run today
 
 on the same synthetic images, with the same augmentation work (centre crop, resize to 224,
 flip, colour jitter, normalise). Prints images/s, mean GPU utilisation and the ratios.
 
     python benches/gpu_feed.py --data DIR [--steps 60] [--threads N] [--json FILE]
+                               [--profile DIR]
 
-Needs a CUDA GPU; writes a synthetic data set first when --data does not exist.
+Needs a CUDA GPU (--dry-run: the same cases on the CPU with a tiny model, to test the
+script); writes a synthetic data set first when --data does not exist. --profile writes a
+torch profiler trace of the fastmask uint8 case and prints its top operators.
 """
 
 from __future__ import annotations
@@ -61,10 +67,13 @@ class GpuUtil:
         return statistics.fmean(self.samples) if self.samples else float("nan")
 
 
-def train_steps(model: Any, opt: Any, batches: Any, steps: int, warmup: int) -> tuple[float, float]:
+def train_steps(
+    model: Any, opt: Any, batches: Any, steps: int, warmup: int, device: Any = "cuda"
+) -> tuple[float, float]:
     """Run warmup + steps training steps; returns (images/s, mean GPU utilisation)."""
     import torch
 
+    cuda = torch.device(device).type == "cuda"
     loss_fn = torch.nn.CrossEntropyLoss()
     it = iter(batches)
 
@@ -75,25 +84,26 @@ def train_steps(model: Any, opt: Any, batches: Any, steps: int, warmup: int) -> 
         except StopIteration:
             it = iter(batches)
             x, y = next(it)
-        x = x.cuda(non_blocking=True)
-        y = y.cuda(non_blocking=True)
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
         if x.dtype == torch.uint8:
             x = x.float()
         x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
             loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         return int(x.shape[0])
 
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     for _ in range(warmup):
         step()
-    torch.cuda.synchronize()
+    sync()
     with GpuUtil() as util:
         t0 = time.perf_counter()
         n = sum(step() for _ in range(steps))
-        torch.cuda.synchronize()
+        sync()
         dt = time.perf_counter() - t0
     return n / dt, util.mean
 
@@ -105,8 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--profile", default=None, help="torch profiler trace of (2) into DIR")
+    ap.add_argument("--dry-run", action="store_true", help="CPU, tiny model: tests the script")
     args = ap.parse_args(argv)
 
     import torch
@@ -114,12 +127,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from fastmask.bench import _fastmask_config, _torchvision_loader
     from fastmask.data import build_index
-    from fastmask.loader import REFERENCE_MEAN, REFERENCE_STD, Loader, default_threads
+    from fastmask.gpu_decode import GpuJpegLoader
+    from fastmask.loader import REFERENCE_MEAN, REFERENCE_STD, Loader, as_augment, default_threads
     from fastmask.synth import write_synthetic
 
-    if not torch.cuda.is_available():
-        print("gpu_feed needs a CUDA GPU", file=sys.stderr)
+    dry = args.dry_run
+    if not dry and not torch.cuda.is_available():
+        print("gpu_feed needs a CUDA GPU (or --dry-run)", file=sys.stderr)
         return 2
+    dev = torch.device("cpu" if dry else "cuda")
     threads = args.threads or default_threads()
     if not Path(args.data, "train").exists():
         t0 = time.perf_counter()
@@ -129,70 +145,96 @@ def main(argv: list[str] | None = None) -> int:
     paths = frame[frame["ext"].isin([".jpg", ".jpeg"])]["path"].tolist()
     labels = [i % 1000 for i in range(len(paths))]
     torch.backends.cudnn.benchmark = True
+    bs, size = args.batch_size, args.image_size
 
     def fresh_model() -> tuple[Any, Any]:
         torch.manual_seed(0)
-        model = torchvision.models.efficientnet_b0(weights=None).cuda()
-        model = model.to(memory_format=torch.channels_last)
+        if dry:  # a stand-in that runs in a blink on the CPU
+            model = torch.nn.Sequential(
+                torch.nn.Conv2d(3, 8, 3, stride=4), torch.nn.AdaptiveAvgPool2d(1),
+                torch.nn.Flatten(), torch.nn.Linear(8, 1000),
+            )  # fmt: skip
+        else:
+            model = torchvision.models.efficientnet_b0(weights=None)
+        model = model.to(dev).to(memory_format=torch.channels_last)
         return model, torch.optim.Adam(model.parameters(), lr=1e-4)
 
     results: dict[str, Any] = {
-        "gpu": torch.cuda.get_device_name(),
+        "gpu": "cpu-dry-run" if dry else torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "threads": threads,
         "images": len(paths),
-        "batch_size": args.batch_size,
+        "batch_size": bs,
         "steps": args.steps,
     }
-    bs = args.batch_size
-    mean = torch.tensor(REFERENCE_MEAN, device="cuda").view(1, 3, 1, 1)
-    std = torch.tensor(REFERENCE_STD, device="cuda").view(1, 3, 1, 1)
+    mean = torch.tensor(REFERENCE_MEAN, device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(REFERENCE_STD, device=dev).view(1, 3, 1, 1)
 
     class Ceiling:
-        """The same batch, already normalised on the GPU, forever."""
+        """The same batch, already normalised on the device, forever."""
 
         def __iter__(self) -> Any:
-            x = (torch.rand(bs, 3, 224, 224, device="cuda") - mean) / std
-            y = torch.randint(0, 1000, (bs,), device="cuda")
+            x = (torch.rand(bs, 3, size, size, device=dev) - mean) / std
+            y = torch.randint(0, 1000, (bs,), device=dev)
             while True:
                 yield x, y
 
-    model, opt = fresh_model()
-    results["ceiling"], results["ceiling_util"] = train_steps(
-        model, opt, Ceiling(), args.steps, args.warmup
-    )
-    print(f"(1) ceiling        {results['ceiling']:8.1f} img/s  GPU {results['ceiling_util']:.0f}%")
+    def case(key: str, label: str, batches: Any) -> None:
+        model, opt = fresh_model()
+        rate, util = train_steps(model, opt, batches, args.steps, args.warmup, dev)
+        results[key], results[f"{key}_util"] = rate, util
+        print(f"{label:34s} {rate:8.1f} img/s  GPU {util:.0f}%")
 
-    model, opt = fresh_model()
-    with Loader(paths, labels, batch_size=bs, image_size=224, augment=_fastmask_config(),
-                threads=threads, device="cuda", normalize=True) as loader:  # fmt: skip
-        results["fastmask"], results["fastmask_util"] = train_steps(
-            model, opt, loader, args.steps, args.warmup
-        )
-    fm, fm_util = results["fastmask"], results["fastmask_util"]
-    print(f"(2) fastmask       {fm:8.1f} img/s  GPU {fm_util:.0f}%")
-
-    model, opt = fresh_model()
-    tv = _torchvision_loader(paths, bs, threads, pin_memory=True)
-    tv_labels = _Relabel(tv)
-    results["torchvision_pil"], results["torchvision_pil_util"] = train_steps(
-        model, opt, tv_labels, args.steps, args.warmup
-    )
+    cfg = _fastmask_config()
+    common = dict(batch_size=bs, image_size=size, augment=cfg, threads=threads)  # fmt: skip
+    case("ceiling", "(1) ceiling", Ceiling())
+    device_kw = {} if dry else {"device": "cuda"}
+    with Loader(paths, labels, normalize=True, **device_kw, **common) as loader:
+        case("fastmask_uint8", "(2) fastmask uint8, GPU normalise", loader)
+        if args.profile:
+            results["profile"] = profile_steps(fresh_model, loader, dev, args.profile)
+    with Loader(paths, labels, normalize=True, **common) as loader:
+        case("fastmask_float", "(2b) fastmask float32 from workers", loader)
+    gpu_loader = GpuJpegLoader(
+        paths, labels, augment=as_augment(cfg), batch_size=bs, image_size=(size, size),
+        train=True, seed=0, device=dev, normalize=True, mean=REFERENCE_MEAN,
+        std=REFERENCE_STD, threads=threads,
+    )  # fmt: skip
+    with gpu_loader:
+        case("fastmask_gpu_decode", '(2c) fastmask decode="gpu"', gpu_loader)
+    tv = _torchvision_loader(paths, bs, threads, pin_memory=not dry, size=size)
+    case("torchvision_pil", "(3) torchvision + PIL", _Relabel(tv))
+    for key in ("fastmask_uint8", "fastmask_float", "fastmask_gpu_decode", "torchvision_pil"):
+        results[f"{key}_vs_ceiling"] = results[key] / results["ceiling"]
+    results["fastmask"] = results["fastmask_uint8"]  # the name older results use
+    results["fastmask_vs_torchvision"] = results["fastmask_uint8"] / results["torchvision_pil"]
+    results["fastmask_vs_ceiling"] = results["fastmask_uint8_vs_ceiling"]
     print(
-        f"(3) torchvision+PIL {results['torchvision_pil']:7.1f} img/s  "
-        f"GPU {results['torchvision_pil_util']:.0f}%"
-    )
-    results["fastmask_vs_torchvision"] = results["fastmask"] / results["torchvision_pil"]
-    results["fastmask_vs_ceiling"] = results["fastmask"] / results["ceiling"]
-    results["torchvision_vs_ceiling"] = results["torchvision_pil"] / results["ceiling"]
-    print(
-        f"fastmask / torchvision = {results['fastmask_vs_torchvision']:.2f}x; "
-        f"fastmask reaches {results['fastmask_vs_ceiling']:.0%} of the ceiling, "
-        f"torchvision+PIL {results['torchvision_vs_ceiling']:.0%}"
+        f"fastmask uint8 reaches {results['fastmask_uint8_vs_ceiling']:.0%} of the ceiling "
+        f"(float {results['fastmask_float_vs_ceiling']:.0%}, GPU decode "
+        f"{results['fastmask_gpu_decode_vs_ceiling']:.0%}, torchvision+PIL "
+        f"{results['torchvision_pil_vs_ceiling']:.0%}); "
+        f"{results['fastmask_vs_torchvision']:.2f}x torchvision"
     )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
+
+
+def profile_steps(fresh_model: Any, loader: Any, dev: Any, out: str) -> list[str]:
+    """Trace 10 steps of the fastmask case; the top operators by device (or CPU) time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model, opt = fresh_model()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        train_steps(model, opt, loader, 10, 2, dev)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    prof.export_chrome_trace(str(Path(out) / "gpu_feed_trace.json"))
+    key = "cuda_time_total" if dev.type == "cuda" else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=15)
+    print(table)
+    return table.splitlines()
 
 
 class _Relabel:

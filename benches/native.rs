@@ -1,5 +1,5 @@
-//! Criterion benches of the native image core: decode of the 384x512 bench photo (full and
-//! DCT-scaled, against full decode + resize as the baseline), every augmentation op at
+//! Criterion benches of the native image core: decode of the 384x512 bench photo (full,
+//! ROI-cut and DCT-scaled, against the full decode (+ resize) as the baseline), every augmentation op at
 //! 224x224, and `process` in eval and train mode. `cargo bench --bench native`.
 
 use std::hint::black_box;
@@ -9,6 +9,7 @@ use _native::augment::{self, AugmentConfig, Rect};
 use _native::color::{self, ColorOps};
 use _native::decode::{decode_image, DecodeOptions};
 use _native::rng::Rng;
+use _native::roi::Roi;
 use criterion::{criterion_group, criterion_main, Criterion};
 
 const PHOTO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/photo_384x512.jpg");
@@ -25,6 +26,29 @@ fn bench_decode(c: &mut Criterion) {
     g.bench_function("full", |b| {
         b.iter(|| decode_image(black_box(&bytes), &full).unwrap())
     });
+    // ROI decode (rust/roi.rs) for the loader bench's centre crop, 384x384 of 384x512 plus
+    // the resize margin, and for a 192x192 face-sized box in the upper half; baseline: full.
+    let bench_crop = Roi {
+        x0: 0,
+        y0: 60,
+        x1: 384,
+        y1: 452,
+    };
+    let face_box = Roi {
+        x0: 96,
+        y0: 40,
+        x1: 288,
+        y1: 232,
+    };
+    for (label, roi) in [("roi_centre_384x384", bench_crop), ("roi_face_192x192", face_box)] {
+        let opts = DecodeOptions {
+            roi: Some(roi),
+            ..Default::default()
+        };
+        g.bench_function(label, |b| {
+            b.iter(|| decode_image(black_box(&bytes), &opts).unwrap())
+        });
+    }
     for (label, need) in [("quarter_96x128", (96, 128)), ("eighth_48x64", (48, 64))] {
         let scaled = DecodeOptions {
             min_size: Some(need),

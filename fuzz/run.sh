@@ -4,12 +4,12 @@
 # cargo-fuzz's -Z flags). Seeds the corpus first; the log goes to fuzz/logs/TARGET.log.
 set -euo pipefail
 cd "$(dirname "$0")"
-target=${1:?target: decode, exif or augment}
+target=${1:?target: decode, roi, exif or augment}
 secs=${2:-300}
 shift 2 || true
 ./seed.sh >/dev/null
 case "$target" in
-    decode) len=65536 ;;
+    decode | roi) len=65536 ;;
     *) len=4096 ;;
 esac
 mkdir -p logs

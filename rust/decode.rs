@@ -6,6 +6,7 @@
 //! any input gives `Ok` or `Err`, never a panic.
 
 use crate::error::{Error, Result};
+use crate::roi::{self, Frame, Roi};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
@@ -83,6 +84,10 @@ pub struct DecodeOptions {
     /// JPEG can be reduced by 4 or 8 while staying at least this size, it is decoded at that
     /// DCT scale. None = full size. PNGs are always decoded at full size.
     pub min_size: Option<(usize, usize)>,
+    /// The part of the oriented, full-scale image the caller will read (filter support
+    /// included). When set, a sequential JPEG decoded at full scale stops after the last MCU
+    /// row the region needs ([`crate::roi`]); pixels outside the region are unspecified.
+    pub roi: Option<Roi>,
 }
 
 impl Default for DecodeOptions {
@@ -90,6 +95,7 @@ impl Default for DecodeOptions {
         DecodeOptions {
             apply_exif: true,
             min_size: None,
+            roi: None,
         }
     }
 }
@@ -232,6 +238,7 @@ struct JpegHeader {
     height: usize,
     components: u8,
     orientation: u8,
+    frame: Frame,
 }
 
 #[inline]
@@ -246,7 +253,7 @@ fn be16(bytes: &[u8], at: usize) -> Option<usize> {
 /// first SOS, as PIL reads them, so `to_end` and the header-only walk always agree.
 fn scan_jpeg(bytes: &[u8], to_end: bool) -> Result<JpegHeader> {
     let trunc = || Error::Image("truncated JPEG (no end-of-image marker)".into());
-    let mut sof: Option<(usize, usize, u8)> = None;
+    let mut sof: Option<(usize, usize, u8, Frame)> = None;
     let mut orientation: Option<u8> = None;
     let mut pos = 2;
     let mut seen_eoi = false;
@@ -284,7 +291,18 @@ fn scan_jpeg(bytes: &[u8], to_end: bool) -> Result<JpegHeader> {
                 let (Some(h), Some(w), Some(&nc)) = (be16(seg, 1), be16(seg, 3), seg.get(5)) else {
                     return Err(Error::Image("corrupt JPEG: short frame header".into()));
                 };
-                sof = Some((w, h, nc));
+                // Sampling factors: (H << 4 | V) in the second byte of each component's 3.
+                let v_max = (0..usize::from(nc))
+                    .filter_map(|i| seg.get(7 + 3 * i))
+                    .map(|&hv| usize::from(hv & 0x0F))
+                    .max()
+                    .unwrap_or(1);
+                let frame = Frame {
+                    marker,
+                    height_at: pos + 3,
+                    v_max,
+                };
+                sof = Some((w, h, nc, frame));
             }
             0xE1 if !seen_exif && !seen_sos => {
                 if let Some(tiff) = seg.strip_prefix(b"Exif\0\0") {
@@ -318,7 +336,7 @@ fn scan_jpeg(bytes: &[u8], to_end: bool) -> Result<JpegHeader> {
         }
         pos = end;
     }
-    let Some((width, height, components)) = sof else {
+    let Some((width, height, components, frame)) = sof else {
         return Err(Error::Image("corrupt JPEG: no frame header (SOF) found".into()));
     };
     if to_end && !seen_eoi {
@@ -330,6 +348,7 @@ fn scan_jpeg(bytes: &[u8], to_end: bool) -> Result<JpegHeader> {
         height,
         components,
         orientation: orientation.unwrap_or(1),
+        frame,
     })
 }
 
@@ -431,8 +450,18 @@ fn decode_jpeg(bytes: &[u8], opts: &DecodeOptions) -> Result<Image> {
     } else {
         None
     };
-    // A scaled decode that failed falls back to the full decode and its error message.
-    let (data, w, h) = match scaled {
+    // Only the rows the region needs, when that saves at least one MCU row.
+    let cut = match (&scaled, opts.roi) {
+        (None, Some(r)) if hdr.frame.is_sequential() && (1..=4).contains(&hdr.frame.v_max) => {
+            let rows = roi::stored_rows_needed(r, hdr.width, hdr.height, orientation);
+            let cut = roi::cut_height(rows, &hdr.frame, hdr.height);
+            (cut < hdr.height).then_some(cut)
+        }
+        _ => None,
+    };
+    let partial = cut.and_then(|cut| guarded("jpeg", || decode_jpeg_rows(bytes, &hdr, cut)).ok());
+    // A scaled or partial decode that failed falls back to the full decode and its error.
+    let (data, w, h) = match scaled.or(partial) {
         Some(r) => r,
         None => guarded("jpeg", || decode_jpeg_full(bytes, &hdr))?,
     };
@@ -462,6 +491,31 @@ fn decode_jpeg_full(bytes: &[u8], hdr: &JpegHeader) -> Result<(Vec<u8>, usize, u
             data.len()
         )));
     }
+    Ok((data, w, h))
+}
+
+/// The first `cut` stored rows of a sequential JPEG, in a full-size buffer whose rows below
+/// the cut are zero (see [`crate::roi`]).
+fn decode_jpeg_rows(bytes: &[u8], hdr: &JpegHeader, cut: usize) -> Result<(Vec<u8>, usize, usize)> {
+    use zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
+    let patched = roi::with_frame_height(bytes, &hdr.frame, cut)
+        .ok_or_else(|| Error::Image("jpeg (rows): frame header out of reach".into()))?;
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_max_width(usize::from(u16::MAX))
+        .set_max_height(usize::from(u16::MAX));
+    let mut dec = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(&patched[..]), options);
+    dec.decode_headers()
+        .map_err(|e| Error::Image(format!("jpeg (rows): {e}")))?;
+    let (w, h) = (hdr.width, hdr.height);
+    if dec.dimensions() != Some((w, cut)) || dec.output_buffer_size() != Some(w * cut * 3) {
+        return Err(Error::Image("jpeg (rows): decoder disagrees on the size".into()));
+    }
+    // Zeroed by the allocator (fresh pages for large buffers): the rows below the cut cost
+    // nothing until something touches them.
+    let mut data = vec![0u8; w * h * 3];
+    dec.decode_into(&mut data[..w * cut * 3])
+        .map_err(|e| Error::Image(format!("jpeg (rows): {e}")))?;
     Ok((data, w, h))
 }
 
@@ -855,6 +909,109 @@ mod tests {
         assert!(grey.data.chunks_exact(3).all(|p| p[0] == p[1] && p[1] == p[2]));
         let cmyk = decode_image(&read("jpeg_cmyk.jpg"), &opts).unwrap();
         assert_eq!((cmyk.width, cmyk.height), (48, 64));
+    }
+
+    /// The region's pixels of `img` (w x h from x, y), as a flat RGB buffer.
+    fn crop(img: &Image, r: Roi) -> Vec<u8> {
+        let mut out = Vec::new();
+        for y in r.y0..r.y1.min(img.height) {
+            let row = &img.data[(y * img.width) * 3..(y + 1) * img.width * 3];
+            out.extend_from_slice(&row[r.x0.min(img.width) * 3..r.x1.min(img.width) * 3]);
+        }
+        out
+    }
+
+    /// ROI decode gives the full decode's pixels inside the region, for every kind of JPEG
+    /// fixture (baseline 4:2:0/4:2:2/4:4:4, odd sizes, grey, CMYK, restart markers,
+    /// progressive, every EXIF orientation) and regions inside, across and outside the image.
+    #[test]
+    fn roi_decode_matches_full_decode_then_crop() {
+        let mut cut_short = 0;
+        let names: Vec<String> = [
+            "photo_384x512.jpg",
+            "jpeg_420.jpg",
+            "jpeg_422.jpg",
+            "jpeg_444.jpg",
+            "jpeg_odd_420.jpg",
+            "jpeg_gray.jpg",
+            "jpeg_cmyk.jpg",
+            "jpeg_restart.jpg",
+            "jpeg_restart_rows.jpg",
+            "jpeg_progressive.jpg",
+            "jpeg_progressive_444.jpg",
+            "jpeg_progressive_restart.jpg",
+            "exif_be_3.jpg",
+            "exif_be_6.jpg",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain((1..=8).map(|k| format!("exif_{k}.jpg")))
+        .collect();
+        for name in &names {
+            let bytes = read(name);
+            for apply_exif in [true, false] {
+                let base = DecodeOptions {
+                    apply_exif,
+                    ..Default::default()
+                };
+                let full = decode_image(&bytes, &base).unwrap();
+                let (w, h) = (full.width, full.height);
+                let rois = [
+                    (0, 0, w, h),
+                    (0, h / 8, w, h - h / 8), // the bench's centre crop
+                    (w / 4, h / 4, w / 2, h / 2),
+                    (0, 0, 1, 1),
+                    (w - 1, h - 1, w, h),
+                    (w / 3, 0, w, 1),
+                    (0, h / 2, 3, h + 50),        // runs past the bottom
+                    (w + 5, h + 5, w + 9, h + 9), // wholly outside: nothing to save
+                ];
+                for (x0, y0, x1, y1) in rois {
+                    let r = Roi { x0, y0, x1, y1 };
+                    let opts = DecodeOptions { roi: Some(r), ..base };
+                    let got = decode_image(&bytes, &opts).unwrap();
+                    assert_eq!((got.width, got.height), (w, h), "{name} {r:?}");
+                    assert_eq!(crop(&got, r), crop(&full, r), "{name} exif {apply_exif} {r:?}");
+                    cut_short += usize::from(got.data.iter().rev().take(3 * w).all(|&v| v == 0));
+                }
+            }
+        }
+        // The cut really happens (the last row stays zero when the orientation keeps it last).
+        assert!(cut_short > 60, "only {cut_short} ROI decodes stopped early");
+    }
+
+    #[test]
+    fn roi_decode_of_damaged_files_never_panics_and_keeps_the_region() {
+        let mut rng = Rng::new(7);
+        for name in ["photo_384x512.jpg", "jpeg_restart.jpg", "jpeg_cmyk.jpg"] {
+            let good = read(name);
+            for _ in 0..150 {
+                let mut bytes = good.clone();
+                for _ in 0..1 + rng.below(4) {
+                    let i = rng.below(bytes.len() as u64) as usize;
+                    bytes[i] = rng.next_u64() as u8;
+                }
+                let r = Roi {
+                    x0: 0,
+                    y0: 0,
+                    x1: 16,
+                    y1: 16,
+                };
+                let opts = DecodeOptions {
+                    roi: Some(r),
+                    ..Default::default()
+                };
+                let part = decode_image(&bytes, &opts);
+                if let Ok(img) = &part {
+                    assert_eq!(img.data.len(), img.width * img.height * 3);
+                }
+                // Damage below the cut cannot change the region; above it, both see it.
+                if let Ok(full) = decode_image(&bytes, &DecodeOptions::default()) {
+                    let part = part.expect("a file the full decode reads");
+                    assert_eq!(crop(&part, r), crop(&full, r), "{name}");
+                }
+            }
+        }
     }
 
     #[test]

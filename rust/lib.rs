@@ -8,6 +8,7 @@ pub mod decode;
 pub mod error;
 pub mod pipeline;
 pub mod rng;
+pub mod roi;
 pub mod sampler;
 
 use std::collections::HashMap;
@@ -76,6 +77,8 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     )?;
     info.set_item("debug", cfg!(debug_assertions))?;
+    info.set_item("opt_level", env!("FASTMASK_OPT_LEVEL"))?;
+    info.set_item("profile", env!("FASTMASK_PROFILE"))?;
     Ok(info)
 }
 
@@ -85,18 +88,21 @@ fn image_to_numpy<'py>(py: Python<'py>, img: Image) -> PyResult<Bound<'py, PyArr
 }
 
 /// Decode an image file to an RGB uint8 array [H, W, 3]; `min_size` (height, width) lets a
-/// JPEG decode at a DCT scale no smaller than it.
+/// JPEG decode at a DCT scale no smaller than it; `roi` (x0, y0, x1, y1) lets it stop after
+/// the rows that region needs (pixels outside it are then unspecified).
 #[pyfunction]
-#[pyo3(signature = (path, apply_exif=true, min_size=None))]
+#[pyo3(signature = (path, apply_exif=true, min_size=None, roi=None))]
 fn decode_file<'py>(
     py: Python<'py>,
     path: PathBuf,
     apply_exif: bool,
     min_size: Option<(usize, usize)>,
+    roi: Option<(usize, usize, usize, usize)>,
 ) -> PyResult<Bound<'py, PyArray3<u8>>> {
     let opts = DecodeOptions {
         apply_exif,
         min_size: min_size.map(|(h, w)| (w, h)),
+        roi: roi.map(|(x0, y0, x1, y1)| roi::Roi { x0, y0, x1, y1 }),
     };
     let img = py.detach(|| decode::decode_file(&path, &opts)).map_err(PyError)?;
     image_to_numpy(py, img)
@@ -475,6 +481,7 @@ impl PyPipeline {
             decode: DecodeOptions {
                 apply_exif,
                 min_size: None,
+                roi: None,
             },
             cache,
             cache_bytes,
@@ -630,7 +637,7 @@ fn check_images(
 ) -> PyResult<Vec<FileCheckTuple>> {
     let opts = DecodeOptions {
         apply_exif,
-        min_size: None,
+        ..Default::default()
     };
     let checks = py
         .detach(|| check::check_files(&paths, full, &opts, threads))

@@ -21,6 +21,7 @@ use crate::color::Output;
 use crate::decode::{self, DecodeOptions, Image};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
+use crate::roi;
 use crate::sampler::{self, SamplerConfig};
 
 #[derive(Clone, Debug)]
@@ -417,8 +418,21 @@ fn load_working(shared: &Shared, index: usize) -> Result<Arc<Working>> {
     let s = working_scale(cfg, src_w, src_h, crop);
     let work_w = ((src_w as f64 * s).ceil() as usize).clamp(1, src_w);
     let work_h = ((src_h as f64 * s).ceil() as usize).clamp(1, src_h);
+    // Uncached, decode only the rows the sample can read; the cache keeps the whole region.
+    let roi = (!cfg.cache)
+        .then(|| {
+            roi::sample_roi(
+                &cfg.augment,
+                cfg.train,
+                (cfg.out_w, cfg.out_h),
+                (src_w, src_h),
+                crop,
+            )
+        })
+        .flatten();
     let opts = DecodeOptions {
         min_size: Some((work_w, work_h)),
+        roi,
         ..cfg.decode
     };
     let img = decode::decode_image(&bytes, &opts).map_err(|e| e.with_path(path))?;

@@ -37,3 +37,22 @@ def test_build_info_names_the_decoders():
     assert any(d.startswith("jpeg:") for d in info["decoders"])
     assert any(d.startswith("png:") for d in info["decoders"])
     assert info["debug"] is False  # make builds the extension in release mode
+    assert info["opt_level"] == "3" and info["profile"] == "release"
+
+
+def test_an_unoptimised_build_warns_once_naming_the_fix(caplog, monkeypatch):
+    from fastmask import loader
+
+    monkeypatch.setattr(loader, "_warned_unoptimized", False)
+    slow = {"opt_level": "0", "profile": "debug", "debug": True}
+    with caplog.at_level("WARNING", logger="fastmask.loader"):
+        assert loader.warn_if_unoptimized(slow) is True
+        assert loader.warn_if_unoptimized(slow) is True
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "make build" in warnings[0] and "--release" in warnings[0]
+    caplog.clear()
+    monkeypatch.setattr(loader, "_warned_unoptimized", False)
+    # The optimised dev profile (what plain `maturin develop` builds now) does not warn.
+    assert loader.warn_if_unoptimized({"opt_level": "3", "profile": "debug"}) is False
+    assert loader.warn_if_unoptimized() is False
+    assert not caplog.records

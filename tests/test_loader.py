@@ -392,3 +392,50 @@ def test_fork_after_pool_started(images):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["refused", "40", "0"]
+
+
+# -- ROI decode and device normalisation ------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["photo_384x512.jpg", "jpeg_restart.jpg", "jpeg_cmyk.jpg",
+                                  "jpeg_progressive.jpg", "exif_6.jpg"])  # fmt: skip
+def test_roi_decode_keeps_the_regions_pixels(name: str):
+    full = _native.decode_file(DATA / name)
+    h, w = full.shape[:2]
+    for x0, y0, x1, y1 in [(0, h // 8, w, h - h // 8), (w // 4, 0, w // 2, h // 3), (w, h, w, h)]:
+        part = _native.decode_file(DATA / name, roi=(x0, y0, x1, y1))
+        assert part.shape == full.shape
+        np.testing.assert_array_equal(part[y0:y1, x0:x1], full[y0:y1, x0:x1])
+
+
+def test_loader_batches_do_not_depend_on_the_roi_cut(images):
+    """Uncached eval batches (full-scale ROI decode, 200 px from a 384x384 crop) equal the
+    single-image path on a full decode, byte for byte."""
+    paths, labels = images
+    knobs = {"center_crop": (1.0, 0.75), "center_offset_y": 0.0}
+    cfg = AugmentConfig("none", **knobs)
+    with Loader(paths[:8], labels[:8], batch_size=8, image_size=(200, 200), train=False,
+                augment=cfg) as loader:  # fmt: skip
+        x, _ = next(iter(loader))
+    for i in range(8):
+        one = _native.augment_image(fastmask.loader.decode(paths[i]), (200, 200), knobs=knobs)
+        np.testing.assert_array_equal(x[i].permute(1, 2, 0).numpy(), one)
+
+
+def test_device_normalize_matches_the_workers_float(images):
+    """What a CUDA loader does on the GPU (uint8 in, one fused kernel) gives the workers'
+    float32 output; here on the CPU, with the same code."""
+    from fastmask.loader import REFERENCE_MEAN, REFERENCE_STD, DeviceNormalize
+
+    paths, labels = images
+    kw = dict(batch_size=8, image_size=(32, 24), train=True, seed=3)
+    with Loader(paths[:8], labels[:8], **kw) as loader:
+        raw, _ = next(iter(loader))
+    with Loader(paths[:8], labels[:8], normalize=True, **kw) as loader:
+        floats, _ = next(iter(loader))
+    norm = DeviceNormalize(REFERENCE_MEAN, REFERENCE_STD)
+    got = norm(raw)
+    assert got.dtype == torch.float32 and got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, floats, atol=2e-5, rtol=0)
+    with pytest.raises(TypeError, match="uint8"):
+        norm(floats)

@@ -41,6 +41,7 @@ fuzz_target!(init: common::init(), |data: &[u8]| {
             let opts = DecodeOptions {
                 apply_exif: exif,
                 min_size: None,
+                roi: None,
             };
             if let Ok(img) = decode_image(data, &opts) {
                 check(&img, "full");
@@ -74,6 +75,7 @@ fuzz_target!(init: common::init(), |data: &[u8]| {
             let opts = DecodeOptions {
                 apply_exif: exif,
                 min_size: Some(need),
+                roi: None,
             };
             let scaled = decode_image(data, &opts);
             // A failed scaled decode falls back to the full one, so it cannot fail alone.

@@ -102,6 +102,7 @@ def decode_file(
     path: str | PathLike[str],
     apply_exif: bool = True,
     min_size: tuple[int, int] | None = None,
+    roi: tuple[int, int, int, int] | None = None,
 ) -> npt.NDArray[np.uint8]: ...
 def augment_image(
     image: npt.NDArray[np.uint8],

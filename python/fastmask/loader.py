@@ -73,11 +73,54 @@ def _rgb255(v: Sequence[float]) -> tuple[float, float, float]:
     return (255.0 * v[0], 255.0 * v[1], 255.0 * v[2])
 
 
+_warned_unoptimized = False
+
+
+def warn_if_unoptimized(info: Mapping[str, Any] | None = None) -> bool:
+    """Log one warning per process when the native module was built without optimisation
+    (a plain `maturin develop` of an older checkout: tens of times slower). True if it is."""
+    global _warned_unoptimized
+    info = _native.build_info() if info is None else info
+    slow = str(info.get("opt_level", "3")) == "0"
+    if slow and not _warned_unoptimized:
+        _warned_unoptimized = True
+        log.warning(
+            "fastmask._native is an unoptimised build (opt-level 0, profile %s): the loader "
+            "runs tens of times slower. Rebuild with `make build` "
+            "(maturin develop --release).",
+            info.get("profile", "?"),
+        )
+    return slow
+
+
 def default_threads() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+class DeviceNormalize:
+    """uint8 NCHW (any memory format) -> float32 (x/255 - mean) / std, as one fused kernel
+    (`addcmul` of the uint8 batch with per-channel scale and bias already on the device).
+    The memory format is kept: NHWC uint8 gives channels_last float."""
+
+    def __init__(
+        self,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        m = torch.tensor(_rgb255(mean), dtype=torch.float64)
+        sd = torch.tensor(_rgb255(std), dtype=torch.float64)
+        self.scale = (1.0 / sd).to(dtype).view(1, 3, 1, 1).to(device)
+        self.bias = (-m / sd).to(dtype).view(1, 3, 1, 1).to(device)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            raise TypeError(f"DeviceNormalize expects uint8 images, got {images.dtype}")
+        return torch.addcmul(self.bias, images, self.scale)
 
 
 _live_loaders: weakref.WeakSet[Loader] = weakref.WeakSet()
@@ -110,8 +153,19 @@ class Loader:
     training. device: "cuda" puts batches on the GPU through pinned memory. normalize: float
     output, (x/255 - mean) / std.
     on_error: "raise" (DecodeError naming the file) or "skip" (replace with a sample of
-    the same class and log the path once).
+    the same class and log the path once). decode: "cpu" (the native workers) or "gpu"
+    (nvJPEG and GPU augmentation for CPU-poor machines, needs CUDA; see gpu_decode.py).
     """
+
+    def __new__(cls, *args: Any, decode: Literal["cpu", "gpu"] = "cpu", **kw: Any) -> Any:
+        if decode == "cpu":
+            return super().__new__(cls)
+        if decode != "gpu":
+            raise ValueError(f"decode {decode!r}: expected 'cpu' or 'gpu'")
+        from fastmask.gpu_decode import require_cuda
+
+        require_cuda()
+        return _gpu_loader(*args, **kw)
 
     def __init__(
         self,
@@ -139,7 +193,9 @@ class Loader:
         std: Sequence[float] = REFERENCE_STD,
         shuffle: bool | None = None,
         apply_exif: bool = True,
+        decode: Literal["cpu", "gpu"] = "cpu",
     ) -> None:
+        warn_if_unoptimized()
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error {on_error!r}: expected 'raise' or 'skip'")
         if batch_size < 1:
@@ -159,11 +215,12 @@ class Loader:
         self.device = torch.device(device) if device is not None else None
         self.normalize = normalize
         self._cuda = self.device is not None and self.device.type == "cuda"
-        self._mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
-        self._std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255
         # On the CPU the workers write normalised float32; to a GPU uint8 travels (4x fewer
-        # bytes) and is normalised there.
+        # bytes) and is normalised there, in the copy stream: no float pass on the CPU.
         self._native_float = normalize and not self._cuda
+        self._device_normalize = (
+            DeviceNormalize(mean, std, self.device) if normalize and self._cuda else None
+        )
         self._ring = prefetch + 2  # + the batch the consumer holds + the one it just dropped
         label_list = None if labels is None else [int(x) for x in np.asarray(labels).ravel()]
         if label_list is not None and len(label_list) != len(paths):
@@ -319,16 +376,15 @@ class Loader:
                 images = images.to(self.device, non_blocking=True)
                 labels = labels.to(self.device, non_blocking=True)
                 event = torch.cuda.Event()
-                event.record(self._stream)
+                event.record(self._stream)  # the slot is free once the copy is done
+                if self._device_normalize is not None:
+                    images = self._device_normalize(images)
             self._events[slot] = event
             current = torch.cuda.current_stream(self.device)
             current.wait_stream(self._stream)
             images.record_stream(current)
             labels.record_stream(current)
             self._held[slot] = None  # the GPU copy is the consumer's; the event guards the slot
-        if self.normalize and not self._native_float:
-            mean, std = self._mean.to(images.device), self._std.to(images.device)
-            images = images.float().sub_(mean).div_(std)
         return images, labels
 
     # -- lifetime --------------------------------------------------------------------------
@@ -350,6 +406,36 @@ class Loader:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # never raise from a finaliser
             self.close()
+
+
+def _gpu_loader(
+    paths: Sequence[str | os.PathLike[str]],
+    labels: Sequence[int] | np.ndarray | None = None,
+    **kw: Any,
+) -> Any:
+    """Loader(decode="gpu"): the same arguments and defaults (those that apply), served by
+    gpu_decode.GpuJpegLoader."""
+    from fastmask.gpu_decode import GpuJpegLoader
+
+    size = kw.get("image_size", (224, 224))
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    train = bool(kw.get("train", True))
+    boxes = kw.get("crop_boxes")
+    device = kw.get("device")
+    return GpuJpegLoader(
+        paths, labels, augment=as_augment(kw.get("augment", "mask")),
+        batch_size=kw.get("batch_size", 64), image_size=(int(size[0]), int(size[1])),
+        train=train, seed=kw.get("seed", 0),
+        device=torch.device(device) if device is not None else torch.device("cuda"),
+        normalize=kw.get("normalize", False), mean=kw.get("mean", REFERENCE_MEAN),
+        std=kw.get("std", REFERENCE_STD),
+        crop_boxes=None if boxes is None else [_box(b) for b in boxes],
+        oversample=kw.get("oversample"), rank=kw.get("rank", 0),
+        world_size=kw.get("world_size", 1),
+        drop_last=train if kw.get("drop_last") is None else kw["drop_last"],
+        shuffle=train if kw.get("shuffle") is None else kw["shuffle"],
+        threads=kw.get("threads") or default_threads(),
+    )  # fmt: skip
 
 
 def decode(path: str | Path, apply_exif: bool = True) -> np.ndarray:

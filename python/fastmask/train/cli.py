@@ -95,6 +95,9 @@ def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from fastmask.loader import warn_if_unoptimized
+
+    warn_if_unoptimized()  # before the splits and the model: a slow build wastes the whole run
     config, run_dir = config_for_args(args)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
