@@ -350,7 +350,8 @@ def test_keyboard_interrupt_while_waiting(images):
     out = run_child(
         """
         import signal, threading
-        ld = Loader(paths * 50, labels * 50, batch_size=500, image_size=256, threads=1)
+        # Work for many seconds, so the SIGINT at 0.5 s lands mid-epoch even on a fast machine.
+        ld = Loader(paths * 400, labels * 400, batch_size=500, image_size=256, threads=1)
         threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
         try:
             for _ in ld:
