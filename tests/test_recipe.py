@@ -100,6 +100,12 @@ def test_toml_syntax_error_names_file_and_line(tmp_path: Path):
         load_recipe(path)
 
 
+def test_a_folder_named_like_a_shipped_recipe_does_not_hide_it(tmp_path: Path, monkeypatch):
+    (tmp_path / "demo").mkdir()  # `make demo` writes ./demo
+    monkeypatch.chdir(tmp_path)
+    assert load_recipe("demo").name == "demo"
+
+
 def test_unknown_recipe_and_model_are_refused(tmp_path: Path):
     with pytest.raises(FastmaskError, match="did you mean 'demo'"):
         load_recipe("dmeo")

@@ -76,7 +76,8 @@ def shipped_recipes() -> list[str]:
 def recipe_source(name_or_path: str) -> tuple[str, dict[str, Any], str]:
     """(name, parsed TOML, text) of a shipped recipe name or a TOML file path."""
     path = Path(name_or_path)
-    if name_or_path.endswith(".toml") or path.exists():
+    # A file wins; a folder of the same name as a shipped recipe (e.g. ./demo) does not.
+    if name_or_path.endswith(".toml") or path.is_file():
         if not path.is_file():
             raise FastmaskError(f"recipe {path}: no such file")
         return path.stem, read_toml(path), path.read_text()
