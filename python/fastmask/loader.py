@@ -421,6 +421,17 @@ def _gpu_loader(
     size = (size, size) if isinstance(size, int) else tuple(size)
     train = bool(kw.get("train", True))
     boxes = kw.get("crop_boxes")
+    plain: list[tuple[float, float, float, float] | None] | None = None
+    if boxes is not None:
+        plain = []
+        for i, b in enumerate(boxes):
+            box = _box(i, b)
+            if box is not None and len(box) == 5:
+                raise ValueError(
+                    f"crop box {i} {b!r}: decode='gpu' takes plain (x0, y0, x1, y1) boxes, "
+                    "not turned ones (face-aligned); use the CPU decode"
+                )
+            plain.append(None if box is None else (box[0], box[1], box[2], box[3]))
     device = kw.get("device")
     return GpuJpegLoader(
         paths, labels, augment=as_augment(kw.get("augment", "mask")),
@@ -429,7 +440,7 @@ def _gpu_loader(
         device=torch.device(device) if device is not None else torch.device("cuda"),
         normalize=kw.get("normalize", False), mean=kw.get("mean", REFERENCE_MEAN),
         std=kw.get("std", REFERENCE_STD),
-        crop_boxes=None if boxes is None else [_box(b) for b in boxes],
+        crop_boxes=plain,
         oversample=kw.get("oversample"), rank=kw.get("rank", 0),
         world_size=kw.get("world_size", 1),
         drop_last=train if kw.get("drop_last") is None else kw["drop_last"],
