@@ -16,26 +16,19 @@ from typing import Any
 
 from fastmask.errors import FastmaskError
 from fastmask.files import write_csv_atomic, write_text_atomic
+from fastmask.run import read_json
 
 FIGURES = ("oof_macro_f1", "mask", "gender", "age", "eval_macro_f1", "wall_s")
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def load_rows(folders: Sequence[str | Path]) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows (figures and settings) of each job folder, best first, and the differing keys."""
     rows = []
     for folder in map(Path, folders):
-        recipe = _read(folder / "recipe.json")
+        recipe = read_json(folder / "recipe.json")
         if recipe is None:
             raise FastmaskError(f"{folder}: no recipe.json; not a `fastmask run` folder")
-        summary = _read(folder / "summary.json") or {}
+        summary = read_json(folder / "summary.json") or {}
         per_task = summary.get("oof_per_task_f1") or {}
         rows.append(
             {

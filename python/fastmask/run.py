@@ -32,14 +32,11 @@ from fastmask.errors import FastmaskError
 from fastmask.files import write_csv_atomic, write_text_atomic
 from fastmask.recipe import Recipe, load_recipe, recipe_differences, shipped_recipes
 from fastmask.schema import MULTI, TASKS, class_names
+from fastmask.train.runfiles import write_json
 
 log = logging.getLogger(__name__)
 
 JOB_VERSION = 1
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

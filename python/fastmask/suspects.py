@@ -78,6 +78,8 @@ class Job:
     folder: Path
     oof: pd.DataFrame
     summary: dict[str, Any]
+    # recipe.json's every setting, e.g. "multi.corrections": read once.
+    effective: dict[str, Any]
 
     @classmethod
     def read(cls, folder: str | Path) -> Job:
@@ -94,7 +96,8 @@ class Job:
                 f"{folder} was trained on a single split: only its validation people have "
                 "out-of-fold predictions. Run with folds (e.g. --set folds=5) to check every label"
             )
-        return cls(folder, pd.read_csv(oof_path, dtype={"person": str}), summary)
+        effective = json.loads((folder / "recipe.json").read_text()).get("effective", {})
+        return cls(folder, pd.read_csv(oof_path, dtype={"person": str}), summary, effective)
 
 
 def check_data(job: Job) -> list[str]:
@@ -104,8 +107,7 @@ def check_data(job: Job) -> list[str]:
 
     data = str(job.summary.get("data", ""))
     task = job.summary.get("tasks", ["mask"])[0]
-    effective = json.loads((job.folder / "recipe.json").read_text()).get("effective", {})
-    settings = {k.split(".", 1)[1]: v for k, v in effective.items() if k.startswith(f"{task}.")}
+    settings = {k.split(".", 1)[1]: v for k, v in job.effective.items() if k.startswith(f"{task}.")}
     try:
         frame = load_frame(TrainConfig.from_json({**settings, "task": task, "data": data}))
     except (FastmaskError, OSError) as err:
@@ -283,9 +285,8 @@ def used_corrections(job: Job) -> list[str]:
     five columns each, so a reviewed file keeps them."""
     from fastmask.data import load_corrections
 
-    effective = json.loads((job.folder / "recipe.json").read_text()).get("effective", {})
     task = job.summary.get("tasks", ["mask"])[0]
-    source = effective.get(f"{task}.corrections", "default")
+    source = job.effective.get(f"{task}.corrections", "default")
     if source == "none":
         return []
     table = load_corrections(source)
