@@ -9,12 +9,18 @@ antialiased resize to 224, random flip, normalised float32 CHW, batches of 64. F
 re-read the same files (FFCV through a .beton written once, not timed). Not part of
 `make test`; setup in benches/README.md.
 
-    python benches/peers.py --data DIR [--images 1024] [--threads 2] [--repeats 3] [--json F]
+    python benches/peers.py --data DIR [--images 1024] [--threads 2] [--repeats 3] [--rounds 3]
+                             [--json F]
+
+With --rounds K every pipeline is built, timed and dropped in turn, K times; the ratio to the
+best peer is taken per round, then its median is reported.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import statistics
 import sys
@@ -24,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 SIZE = 224
+OURS = ("fastmask_uncached", "torchvision_pil")  # the rest are peers
 
 
 def timed(make_epoch: Callable[[], Iterable[Any]], repeats: int) -> tuple[float, list[float]]:
@@ -56,7 +63,8 @@ def ffcv_epochs(paths: list[str], bs: int, threads: int, work: Path) -> Callable
             with Image.open(paths[i]) as im:
                 return im.convert("RGB"), 0
 
-    beton = work / "peers.beton"
+    # Keyed by the image count: a .beton left by a run on fewer images must not be reused.
+    beton = work / f"peers_{len(paths)}_q90.beton"
     if not beton.exists():
         # jpg mode keeps JPEG bytes (re-encoded at quality 90, as the synthetic files are).
         fields = {"image": RGBImageField(write_mode="jpg", jpeg_quality=90), "label": IntField()}
@@ -65,11 +73,16 @@ def ffcv_epochs(paths: list[str], bs: int, threads: int, work: Path) -> Callable
     std = np.array(REFERENCE_STD) * 255
     loader = Loader(
         str(beton), batch_size=bs, num_workers=threads, order=OrderOption.RANDOM,
+        drop_last=False,  # FFCV drops the last partial batch by default; the others keep it
         pipelines={
-            # ratio 1.0: the centre square of the short side, as the others crop.
+            # ratio 1.0: the centre square of the short side, as the others crop; the crop is
+            # resized with cv2 INTER_AREA (antialiased). On the CPU NormalizeImage is a numba
+            # op on HWC uint8 arrays, so it must come before ToTensor (after it, FFCV 1.0.2's
+            # Graph.group_operations loops forever). ToTorchImage() gives an NCHW view of
+            # NHWC memory (channels_last), the layout fastmask's batches have too.
             "image": [CenterCropRGBImageDecoder((SIZE, SIZE), ratio=1.0),
-                      RandomHorizontalFlip(), ToTensor(), ToTorchImage(),
-                      NormalizeImage(mean, std, np.float32)],
+                      RandomHorizontalFlip(), NormalizeImage(mean, std, np.float32),
+                      ToTensor(), ToTorchImage()],
             "label": [IntDecoder(), ToTensor()],
         },
     )  # fmt: skip
@@ -111,16 +124,37 @@ def dali_epochs(paths: list[str], bs: int, threads: int, fused: bool) -> Callabl
     return lambda: ([b[0]["images"]] for b in it)
 
 
+def _versions() -> dict[str, str]:
+    """Versions of what was timed, for the results file."""
+    from importlib import metadata
+
+    out = {}
+    for dist in ("torch", "torchvision", "pillow", "ffcv", "nvidia-dali-cuda120", "numba"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    from fastmask import _native
+
+    info = _native.build_info()
+    out["fastmask"] = f"{info['version']} ({info['profile']})"
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data", required=True)
     ap.add_argument("--images", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="timed epochs per pipeline and round")
+    ap.add_argument(
+        "--rounds", type=int, default=1,
+        help="time every pipeline in turn this many times; ratios are per round, then the median",
+    )  # fmt: skip
     ap.add_argument("--work", default="/tmp/peers")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    if args.repeats < 1 or args.rounds < 1:
+        ap.error(f"--repeats and --rounds must be at least 1, got {args.repeats} and {args.rounds}")
 
     import torch
 
@@ -134,41 +168,85 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     bs, n = args.batch_size, args.threads
-    r: dict[str, Any] = {"images": len(paths), "threads": n, "batch_size": bs, "peers": {}}
+    r: dict[str, Any] = {
+        "images": len(paths), "threads": n, "batch_size": bs, "repeats": args.repeats,
+        "rounds": args.rounds, "versions": _versions(), "peers": {},
+    }  # fmt: skip
     # No colour jitter here: FFCV and DALI's plain pipelines above do not jitter either.
     cfg = AugmentConfig("none", center_crop=(1.0, 0.75), center_offset_y=0.0, hflip_p=0.5)
-    with Loader(paths, batch_size=bs, image_size=SIZE, augment=cfg, threads=n,
-                normalize=True, drop_last=False) as fm:  # fmt: skip
-        r["fastmask_uncached"], _ = timed(lambda: fm, args.repeats)
-    tv = _torchvision_loader(paths, bs, n)
-    r["torchvision_pil"], _ = timed(lambda: tv, args.repeats)
-    peers: list[tuple[str, Callable[[], Callable[[], Any]]]] = [
-        ("ffcv_jpeg_beton", lambda: ffcv_epochs(paths, bs, n, work)),
-        ("dali_cpu_plain", lambda: dali_epochs(paths, bs, n, fused=False)),
-        ("dali_cpu_fused_crop", lambda: dali_epochs(paths, bs, n, fused=True)),
-    ]
-    for name, make in peers:
-        try:
-            epochs = make()
-        except ImportError as e:
-            r["peers"][name] = f"not installed ({e.name})"
-            print(f"{name:22s} skipped: not installed ({e.name})")
-            continue
-        r["peers"][name], _ = timed(epochs, args.repeats)
-    rates = {k: v for k, v in r["peers"].items() if isinstance(v, float)}
-    print(f"fastmask uncached      {r['fastmask_uncached']:8.1f} img/s")
-    print(f"torchvision + PIL      {r['torchvision_pil']:8.1f} img/s")
+
+    def fastmask_epochs() -> Any:
+        fm = Loader(paths, batch_size=bs, image_size=SIZE, augment=cfg, threads=n,
+                    normalize=True, drop_last=False)  # fmt: skip
+        return (lambda: fm), fm.close
+
+    def pil_epochs() -> Any:
+        tv = _torchvision_loader(paths, bs, n, jitter=False)
+        return (lambda: tv), None
+
+    def peer(make: Callable[[], Callable[[], Any]]) -> Callable[[], Any]:
+        return lambda: (make(), None)
+
+    makers: dict[str, Callable[[], Any]] = {
+        "fastmask_uncached": fastmask_epochs,
+        "torchvision_pil": pil_epochs,
+        "ffcv_jpeg_beton": peer(lambda: ffcv_epochs(paths, bs, n, work)),
+        "dali_cpu_plain": peer(lambda: dali_epochs(paths, bs, n, fused=False)),
+        "dali_cpu_fused_crop": peer(lambda: dali_epochs(paths, bs, n, fused=True)),
+    }
+    runs: dict[str, list[float]] = {}
+    ratios: list[float] = []
+    for k in range(args.rounds):
+        rates: dict[str, float] = {}
+        for name, make in makers.items():
+            if name in r["peers"]:
+                continue  # not installed
+            # Built, timed and dropped one at a time: no pipeline prefetches (or holds worker
+            # processes) while another is timed.
+            try:
+                epochs, close = make()
+            except ImportError as e:
+                r["peers"][name] = f"not installed ({e.name})"
+                print(f"{name:22s} skipped: not installed ({e.name})")
+                continue
+            try:
+                rates[name] = timed(epochs, args.repeats)[0]
+            finally:
+                if close is not None:
+                    close()
+                del epochs
+                gc.collect()
+            runs.setdefault(name, []).append(rates[name])
+        peer_rates = [v for name, v in rates.items() if name not in OURS]
+        if peer_rates:
+            ratios.append(rates["fastmask_uncached"] / max(peer_rates))
+        done = ", ".join(f"{a} {b:.0f}" for a, b in rates.items())
+        print(f"round {k + 1}/{args.rounds} (images/s): {done}")
+    med = {name: statistics.median(v) for name, v in runs.items()}
+    r["runs"] = runs
+    r["fastmask_uncached"], r["torchvision_pil"] = med["fastmask_uncached"], med["torchvision_pil"]
+    rates = {k: v for k, v in med.items() if k not in OURS}
+    r["peers"].update(rates)
+    print(f"medians over {args.rounds} round(s) of {args.repeats} epochs, images/s:")
+    print(f"fastmask uncached      {r['fastmask_uncached']:8.1f}")
+    print(f"torchvision + PIL      {r['torchvision_pil']:8.1f}")
     for k, v in rates.items():
-        print(f"{k:22s} {v:8.1f} img/s")
+        print(f"{k:22s} {v:8.1f}")
     if rates:
         best = max(rates, key=rates.__getitem__)
         r["best_peer"] = best
-        r["fastmask_vs_best_peer"] = r["fastmask_uncached"] / rates[best]
-        print(f"fastmask / best peer ({best}) = {r['fastmask_vs_best_peer']:.2f}x")
-    r["fastmask_vs_torchvision"] = r["fastmask_uncached"] / r["torchvision_pil"]
+        r["fastmask_vs_best_peer"] = statistics.median(ratios)
+        r["fastmask_vs_best_peer_runs"] = ratios
+        each = ", ".join(f"{x:.2f}" for x in ratios)
+        print(f"fastmask / best peer ({best}) = {r['fastmask_vs_best_peer']:.2f}x (rounds: {each})")
+    r["fastmask_vs_torchvision"] = statistics.median(
+        [a / b for a, b in zip(runs["fastmask_uncached"], runs["torchvision_pil"], strict=True)]
+    )
     print(f"fastmask / torchvision + PIL = {r['fastmask_vs_torchvision']:.2f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=2))
+        from fastmask.files import write_text_atomic
+
+        write_text_atomic(Path(args.json), json.dumps(r, indent=2))
     return 0
 
 

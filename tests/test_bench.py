@@ -36,10 +36,15 @@ def test_bench_loader_measures_every_pipeline_and_derives_the_ratios(bench_data:
     assert r["decode_ceiling_vs_torchvision"] == pytest.approx(
         r["decode_fastmask"] / r["torchvision_pil"]
     )
+    assert r["decode_fastmask_parallel"] > 0
+    assert r["pipeline_vs_parallel_decode"] == pytest.approx(
+        r["fastmask_uncached"] / r["decode_fastmask_parallel"]
+    )
     assert r["cache_pixel_bytes"] > 0 and "rss_growth" in r
     assert len(r["targets"]) == 6 and all(isinstance(v, bool) for v in r["targets"].values())
     text = format_results(r)
     assert "(b) fastmask warm cache" in text and "decode ceiling" in text
+    assert "threads at once" in text
 
 
 def test_bench_cli_writes_json(bench_data: Path, tmp_path: Path, capsys):
