@@ -388,3 +388,33 @@ def test_accumulation_steps_the_optimiser_once_per_n_batches(data: Path, tmp_pat
 
     assert optimiser_steps("1") == 5
     assert optimiser_steps("2") == 3  # 2 + 2 + the last, partial window
+
+
+def test_torchrun_with_one_process_trains_through_the_process_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`torchrun --nproc_per_node 1` (one GPU) starts the process group and DDP like a
+    multi-GPU run, so benches/gpu_check.sh exercises NCCL in the trainer on one GPU."""
+    import socket
+
+    import torch.distributed as dist
+
+    from fastmask.train.distributed import setup_context
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port)}  # fmt: skip
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    ctx = setup_context("cpu")
+    assert not ctx.distributed and not dist.is_initialized()  # plain python: no group
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "gpu-check")
+    ctx = setup_context("cpu")
+    try:
+        assert ctx.distributed and dist.is_initialized() and dist.get_world_size() == 1
+        assert dist.get_backend() == "gloo"
+    finally:
+        dist.destroy_process_group()
