@@ -62,7 +62,12 @@ def _fastmask_config() -> Any:
 
 
 def _torchvision_loader(
-    paths: list[str], batch_size: int, workers: int, pin_memory: bool = False, size: int = SIZE
+    paths: list[str],
+    batch_size: int,
+    workers: int,
+    pin_memory: bool = False,
+    size: int = SIZE,
+    drop_last: bool = False,
 ) -> Any:
     import torch
     from PIL import Image
@@ -95,7 +100,7 @@ def _torchvision_loader(
         shuffle=True,
         num_workers=workers,
         persistent_workers=workers > 0,
-        drop_last=False,
+        drop_last=drop_last,
         pin_memory=pin_memory,
     )
 
