@@ -418,3 +418,19 @@ def test_torchrun_with_one_process_trains_through_the_process_group(
         assert dist.get_backend() == "gloo"
     finally:
         dist.destroy_process_group()
+
+
+def test_device_cuda_gives_each_torchrun_rank_its_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--device cuda` under torchrun put every rank on GPU 0 (NCCL refuses duplicate GPUs);
+    like `auto`, it now means cuda:LOCAL_RANK. CUDA is faked: this runs on the CPU."""
+    from fastmask.train.distributed import setup_context
+
+    chosen: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    for flag in ("cuda", "auto"):
+        assert setup_context(flag).device == torch.device("cuda", 3)
+    assert setup_context("cuda:1").device == torch.device("cuda", 1)
+    assert chosen == [torch.device("cuda", 3)] * 2 + [torch.device("cuda", 1)]

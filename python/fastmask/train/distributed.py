@@ -48,6 +48,8 @@ def setup_context(device: str) -> Context:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise FastmaskError(f"--device {device}: CUDA is not available on this machine")
+        if dev.index is None:  # plain "cuda": each torchrun rank its own GPU, as "auto" does
+            dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
     ctx = Context(rank, world_size, local_rank, dev, launched="TORCHELASTIC_RUN_ID" in os.environ)
     if ctx.distributed and not dist.is_initialized():
