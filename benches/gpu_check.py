@@ -116,8 +116,10 @@ def _losses(run: Path) -> list[float]:
 
 
 def _summary(run: Path) -> dict[str, Any]:
-    path = run / "summary.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    try:
+        return dict(json.loads((run / "summary.json").read_text()))
+    except (OSError, ValueError):
+        return {}
 
 
 def train_check(
@@ -143,7 +145,10 @@ def train_check(
                        logs / f"{name}_resume.log")  # fmt: skip
         res["resumed"] = ok
     if ok:
-        losses = _losses(run)
+        try:
+            losses = _losses(run)
+        except (OSError, ValueError, KeyError) as err:
+            losses, log = [], f"metrics.csv: {err!r}\n{log}"
         summary = _summary(run)
         res["train_loss"] = losses
         res["loss_falls"] = len(losses) == 3 and losses[-1] < losses[0]
@@ -349,7 +354,10 @@ def _steps(
                         str(data), "--json", str(feed_json), *sizes],
                        limit("gpu_feed"), logs / "gpu_feed.log")  # fmt: skip
         # What it measured before a failure or a timeout is kept (it writes after each case).
-        feed = json.loads(feed_json.read_text()) if feed_json.exists() else {}
+        try:
+            feed = json.loads(feed_json.read_text()) if feed_json.exists() else {}
+        except ValueError as err:
+            feed = {"json_error": repr(err)}
         feed["ok"] = ok and "ceiling" in feed and not feed.get("errors")
         feed["seconds"] = round(time.perf_counter() - t0, 1)
         if not feed["ok"]:

@@ -184,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         if args.json:  # after every case: a later failure or timeout keeps what was measured
-            Path(args.json).write_text(json.dumps(results, indent=2))
+            tmp = Path(args.json + ".tmp")
+            tmp.write_text(json.dumps(results, indent=2))
+            os.replace(tmp, args.json)  # whole or not at all, even when killed mid-write
 
     def failed(key: str, err: BaseException) -> None:
         traceback.print_exc()
