@@ -21,6 +21,7 @@ torch profiler trace of the fastmask uint8 case and prints its top operators.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -28,6 +29,8 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -179,46 +182,91 @@ def main(argv: list[str] | None = None) -> int:
             while True:
                 yield x, y
 
-    def case(key: str, label: str, batches: Any) -> None:
-        model, opt = fresh_model()
-        rate, util = train_steps(model, opt, batches, args.steps, args.warmup, dev)
-        results[key], results[f"{key}_util"] = rate, util
-        print(f"{label:34s} {rate:8.1f} img/s  GPU {util:.0f}%")
+    def save() -> None:
+        if args.json:  # after every case: a later failure or timeout keeps what was measured
+            tmp = Path(args.json + ".tmp")
+            tmp.write_text(json.dumps(results, indent=2))
+            os.replace(tmp, args.json)  # whole or not at all, even when killed mid-write
+
+    def failed(key: str, err: BaseException) -> None:
+        traceback.print_exc()
+        msg = "".join(traceback.format_exception_only(type(err), err)).strip()
+        results.setdefault("errors", {})[key] = msg[-1500:]
+
+    def case(key: str, label: str, make: Callable[[contextlib.ExitStack], Any]) -> None:
+        """Time one feed; its loader comes from `make` and is closed after. A case that
+        fails is recorded under "errors" and the others still run."""
+        try:
+            with contextlib.ExitStack() as stack:
+                batches = make(stack)
+                model, opt = fresh_model()
+                rate, util = train_steps(model, opt, batches, args.steps, args.warmup, dev)
+        except Exception as err:
+            failed(key, err)
+            print(f"{label:34s} FAILED: {err}")
+        else:
+            results[key], results[f"{key}_util"] = rate, util
+            print(f"{label:34s} {rate:8.1f} img/s  GPU {util:.0f}%")
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+        save()
 
     cfg = _fastmask_config()
     common = dict(batch_size=bs, image_size=size, augment=cfg, threads=threads)  # fmt: skip
-    case("ceiling", "(1) ceiling", Ceiling())
     device_kw = {} if dry else {"device": "cuda"}
-    with Loader(paths, labels, normalize=True, **device_kw, **common) as loader:
-        case("fastmask_uint8", "(2) fastmask uint8, GPU normalise", loader)
-        if args.profile:
-            results["profile"] = profile_steps(fresh_model, loader, dev, args.profile)
-    with Loader(paths, labels, normalize=True, **common) as loader:
-        case("fastmask_float", "(2b) fastmask float32 from workers", loader)
-    gpu_loader = GpuJpegLoader(
-        paths, labels, augment=as_augment(cfg), batch_size=bs, image_size=(size, size),
-        train=True, seed=0, device=dev, normalize=True, mean=REFERENCE_MEAN,
-        std=REFERENCE_STD, threads=threads,
-    )  # fmt: skip
-    with gpu_loader:
-        case("fastmask_gpu_decode", '(2c) fastmask decode="gpu"', gpu_loader)
-    tv = _torchvision_loader(paths, bs, threads, pin_memory=not dry, size=size)
-    case("torchvision_pil", "(3) torchvision + PIL", _Relabel(tv))
-    for key in ("fastmask_uint8", "fastmask_float", "fastmask_gpu_decode", "torchvision_pil"):
-        results[f"{key}_vs_ceiling"] = results[key] / results["ceiling"]
-    results["fastmask"] = results["fastmask_uint8"]  # the name older results use
-    results["fastmask_vs_torchvision"] = results["fastmask_uint8"] / results["torchvision_pil"]
-    results["fastmask_vs_ceiling"] = results["fastmask_uint8_vs_ceiling"]
-    print(
-        f"fastmask uint8 reaches {results['fastmask_uint8_vs_ceiling']:.0%} of the ceiling "
-        f"(float {results['fastmask_float_vs_ceiling']:.0%}, GPU decode "
-        f"{results['fastmask_gpu_decode_vs_ceiling']:.0%}, torchvision+PIL "
-        f"{results['torchvision_pil_vs_ceiling']:.0%}); "
-        f"{results['fastmask_vs_torchvision']:.2f}x torchvision"
-    )
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    return 0
+
+    def fastmask_uint8(stack: contextlib.ExitStack) -> Any:
+        return stack.enter_context(Loader(paths, labels, normalize=True, **device_kw, **common))
+
+    def fastmask_float(stack: contextlib.ExitStack) -> Any:
+        return stack.enter_context(Loader(paths, labels, normalize=True, **common))
+
+    def gpu_decode(stack: contextlib.ExitStack) -> Any:
+        return stack.enter_context(GpuJpegLoader(
+            paths, labels, augment=as_augment(cfg), batch_size=bs, image_size=(size, size),
+            train=True, seed=0, device=dev, normalize=True, mean=REFERENCE_MEAN,
+            std=REFERENCE_STD, threads=threads,
+        ))  # fmt: skip
+
+    def torchvision_pil(stack: contextlib.ExitStack) -> Any:
+        # drop_last: a smaller last batch would make cudnn.benchmark tune anew in the timing.
+        tv = _torchvision_loader(paths, bs, threads, pin_memory=not dry, size=size, drop_last=True)
+        return _Relabel(tv)
+
+    case("ceiling", "(1) ceiling", lambda stack: Ceiling())
+    case("fastmask_uint8", "(2) fastmask uint8, GPU normalise", fastmask_uint8)
+    if args.profile:
+        try:
+            with contextlib.ExitStack() as stack:
+                results["profile"] = profile_steps(
+                    fresh_model, fastmask_uint8(stack), dev, args.profile
+                )
+        except Exception as err:
+            failed("profile", err)
+        save()
+    case("fastmask_float", "(2b) fastmask float32 from workers", fastmask_float)
+    case("fastmask_gpu_decode", '(2c) fastmask decode="gpu"', gpu_decode)
+    case("torchvision_pil", "(3) torchvision + PIL", torchvision_pil)
+    ceiling = results.get("ceiling")
+    feeds = ("fastmask_uint8", "fastmask_float", "fastmask_gpu_decode", "torchvision_pil")
+    for key in feeds:
+        if ceiling and key in results:
+            results[f"{key}_vs_ceiling"] = results[key] / ceiling
+    if "fastmask_uint8" in results:
+        results["fastmask"] = results["fastmask_uint8"]  # the names older results use
+        if ceiling:
+            results["fastmask_vs_ceiling"] = results["fastmask_uint8_vs_ceiling"]
+        if results.get("torchvision_pil"):
+            ratio = results["fastmask_uint8"] / results["torchvision_pil"]
+            results["fastmask_vs_torchvision"] = ratio
+    shares = [
+        f"{k} {results[f'{k}_vs_ceiling']:.0%}" for k in feeds if f"{k}_vs_ceiling" in results
+    ]
+    print("of the ceiling: " + ", ".join(shares))
+    if results.get("errors"):
+        print("FAILED: " + ", ".join(results["errors"]))
+    save()
+    return 1 if results.get("errors") else 0
 
 
 def profile_steps(fresh_model: Any, loader: Any, dev: Any, out: str) -> list[str]:

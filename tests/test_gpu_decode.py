@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +80,59 @@ def test_crop_region_follows_the_native_one():
     # A box wholly outside falls back to the centre crop, as in Rust.
     assert crop_region(512, 384, (900.0, 900.0, 950.0, 950.0), cfg)[2:] == (384.0, 384.0)
     assert len(_native.epoch_plan([0, 1, 2], shuffle=False)) == 3
+
+
+def test_cuda_batches_are_decoded_on_the_loaders_drained_stream(jpegs, monkeypatch):
+    """nvJPEG's hardware decoder ignores the order of work queued on its stream and writes
+    into blocks the allocator recycled on the caller's stream (pytorch/vision#9606). So on
+    CUDA each batch is decoded on the loader's own stream, drained first, and handed to the
+    consumer's stream with wait_stream + record_stream. Streams are faked: no GPU here."""
+    events: list[tuple[str, ...]] = []
+
+    class FakeStream:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def synchronize(self) -> None:
+            events.append(("synchronize", self.name))
+
+        def wait_stream(self, other: FakeStream) -> None:
+            events.append(("wait", self.name, other.name))
+
+    class FakeTensor:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def record_stream(self, stream: FakeStream) -> None:
+            events.append(("record", self.name, stream.name))
+
+    current = [FakeStream("training")]
+
+    @contextlib.contextmanager
+    def use(stream: FakeStream):
+        before, current[0] = current[0], stream
+        try:
+            yield
+        finally:
+            current[0] = before
+
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: FakeStream("loader"))
+    monkeypatch.setattr(torch.cuda, "stream", use)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current[0])
+    loader = make(jpegs, device=torch.device("cuda"))
+
+    def decode_augment(idx, data, k):
+        events.append(("decode", current[0].name))
+        return FakeTensor("images"), FakeTensor("labels")
+
+    monkeypatch.setattr(loader, "_decode_augment", decode_augment)
+    with loader:
+        assert len(list(loader)) == 3
+    one_batch = [
+        ("synchronize", "loader"),
+        ("decode", "loader"),
+        ("wait", "training", "loader"),
+        ("record", "images", "training"),
+        ("record", "labels", "training"),
+    ]
+    assert events == one_batch * 3

@@ -388,3 +388,49 @@ def test_accumulation_steps_the_optimiser_once_per_n_batches(data: Path, tmp_pat
 
     assert optimiser_steps("1") == 5
     assert optimiser_steps("2") == 3  # 2 + 2 + the last, partial window
+
+
+def test_torchrun_with_one_process_trains_through_the_process_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`torchrun --nproc_per_node 1` (one GPU) starts the process group and DDP like a
+    multi-GPU run, so benches/gpu_check.sh exercises NCCL in the trainer on one GPU."""
+    import socket
+
+    import torch.distributed as dist
+
+    from fastmask.train.distributed import setup_context
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port)}  # fmt: skip
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    ctx = setup_context("cpu")
+    assert not ctx.distributed and not dist.is_initialized()  # plain python: no group
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "gpu-check")
+    ctx = setup_context("cpu")
+    try:
+        assert ctx.distributed and dist.is_initialized() and dist.get_world_size() == 1
+        assert dist.get_backend() == "gloo"
+    finally:
+        dist.destroy_process_group()
+
+
+def test_device_cuda_gives_each_torchrun_rank_its_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--device cuda` under torchrun put every rank on GPU 0 (NCCL refuses duplicate GPUs);
+    like `auto`, it now means cuda:LOCAL_RANK. CUDA is faked: this runs on the CPU."""
+    from fastmask.train.distributed import setup_context
+
+    chosen: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    for flag in ("cuda", "auto"):
+        assert setup_context(flag).device == torch.device("cuda", 3)
+    assert setup_context("cuda:1").device == torch.device("cuda", 1)
+    assert chosen == [torch.device("cuda", 3)] * 2 + [torch.device("cuda", 1)]

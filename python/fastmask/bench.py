@@ -68,6 +68,7 @@ def _torchvision_loader(
     pin_memory: bool = False,
     size: int = SIZE,
     jitter: bool = True,
+    drop_last: bool = False,
 ) -> Any:
     import torch
     from PIL import Image
@@ -100,7 +101,7 @@ def _torchvision_loader(
         shuffle=True,
         num_workers=workers,
         persistent_workers=workers > 0,
-        drop_last=False,
+        drop_last=drop_last,
         pin_memory=pin_memory,
     )
 

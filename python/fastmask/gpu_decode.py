@@ -96,6 +96,8 @@ class GpuJpegLoader:
             world_size=world_size, drop_last=drop_last, batch_size=batch_size,
         )  # fmt: skip
         self._normalize = DeviceNormalize(mean, std, device) if normalize else None
+        # On CUDA the batch is decoded and augmented on this loader's own stream (see _batch).
+        self._stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self._pool = ThreadPoolExecutor(max(1, threads))
         self._epoch = 0
         self._plan = self._make_plan(0)
@@ -145,6 +147,26 @@ class GpuJpegLoader:
             yield self._batch(idx, data, k)
 
     def _batch(
+        self, idx: list[int], data: list[torch.Tensor], k: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._stream is None:
+            return self._decode_augment(idx, data, k)
+        # nvJPEG's hardware decoder (A100, H100, H200) does not wait for work queued before it
+        # on the stream, and torchvision gives it output blocks that the caching allocator
+        # recycled on the caller's stream (pytorch/vision#9606): decoding on the training
+        # stream can overwrite memory that queued kernels have still to read. So decode on
+        # this loader's stream, drained first (it only holds the last batch's augmentation),
+        # and hand the batch to the consumer's stream as Loader does.
+        self._stream.synchronize()
+        with torch.cuda.stream(self._stream):
+            images, labels = self._decode_augment(idx, data, k)
+        current = torch.cuda.current_stream(self.device)
+        current.wait_stream(self._stream)
+        images.record_stream(current)
+        labels.record_stream(current)
+        return images, labels
+
+    def _decode_augment(
         self, idx: list[int], data: list[torch.Tensor], k: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         from torchvision.io import ImageReadMode, decode_jpeg

@@ -20,6 +20,9 @@ class Context:
     world_size: int
     local_rank: int
     device: torch.device
+    # Started by torchrun: a process group (and DDP) even for one process, so that
+    # `torchrun --nproc_per_node 1` on a one-GPU machine runs the code of a multi-GPU run.
+    launched: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -27,11 +30,12 @@ class Context:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
 
 def setup_context(device: str) -> Context:
-    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; start the process group when > 1."""
+    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; start the process group under torchrun
+    (any world size) or when WORLD_SIZE > 1."""
     import torch
     import torch.distributed as dist
 
@@ -44,10 +48,13 @@ def setup_context(device: str) -> Context:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise FastmaskError(f"--device {device}: CUDA is not available on this machine")
+        if dev.index is None:  # plain "cuda": each torchrun rank its own GPU, as "auto" does
+            dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
-    if world_size > 1 and not dist.is_initialized():
+    ctx = Context(rank, world_size, local_rank, dev, launched="TORCHELASTIC_RUN_ID" in os.environ)
+    if ctx.distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return Context(rank, world_size, local_rank, dev)
+    return ctx
 
 
 def all_gather(obj: Any, ctx: Context) -> list[Any]:

@@ -277,6 +277,7 @@ def make_summary(
         "data_fingerprint": fingerprint,
         "excluded": list(state.get("excluded", [])),
         "world_size": ctx.world_size,
+        "distributed": ctx.distributed,
         "device": str(ctx.device),
         "versions": {"fastmask": __version__, "torch": torch.__version__},
     }
