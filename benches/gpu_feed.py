@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from fastmask.bench import _fastmask_config, _torchvision_loader
     from fastmask.data import build_index
+    from fastmask.files import write_text_atomic
     from fastmask.gpu_decode import GpuJpegLoader
     from fastmask.loader import REFERENCE_MEAN, REFERENCE_STD, Loader, as_augment, default_threads
     from fastmask.synth import write_synthetic
@@ -184,9 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def save() -> None:
         if args.json:  # after every case: a later failure or timeout keeps what was measured
-            tmp = Path(args.json + ".tmp")
-            tmp.write_text(json.dumps(results, indent=2))
-            os.replace(tmp, args.json)  # whole or not at all, even when killed mid-write
+            write_text_atomic(args.json, json.dumps(results, indent=2))  # whole or not at all
 
     def failed(key: str, err: BaseException) -> None:
         traceback.print_exc()
