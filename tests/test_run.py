@@ -126,6 +126,19 @@ def test_run_refuses_bad_data_before_any_work(tmp_path: Path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_refused_model_does_not_claim_the_out_folder(data: Path, tmp_path: Path, capsys):
+    # The model name is checked late (it imports torchvision); a refused recipe must not
+    # be recorded in DIR, or the corrected command is refused as "a changed recipe".
+    out = tmp_path / "o"
+    argv = ["run", "demo", "--data", str(data), "--out", str(out)]
+    assert cli.main([*argv, "--set", "model=resnet19"]) == 2
+    assert "unknown model 'resnet19'" in capsys.readouterr().err
+    assert not (out / "recipe.json").exists()
+    from fastmask.run import Job
+
+    Job(load_recipe("demo"), data, out, {}).claim_folder()  # the fixed recipe is accepted
+
+
 def test_suspects_of_a_finished_job(finished: Path, tmp_path: Path):
     out = tmp_path / "suspects"
     assert cli.main(["suspects", str(finished), "--top", "8", "--out", str(out)]) == 0

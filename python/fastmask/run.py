@@ -73,7 +73,23 @@ class Job:
     # ---- the recipe on record -----------------------------------------------------------
 
     def claim_folder(self) -> None:
-        """Record the recipe in DIR, or refuse a DIR that ran a different recipe."""
+        """Record the recipe in DIR (recipe.json, recipe.toml) once nothing refuses it."""
+        self.refuse_other_recipe()
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_json(
+            self.out / "recipe.json",
+            {
+                "version": JOB_VERSION,
+                "name": self.recipe.name,
+                "description": self.recipe.description,
+                "fingerprint": self.recipe.fingerprint(),
+                "effective": self.recipe.effective(),
+            },
+        )
+        write_text_atomic(self.out / "recipe.toml", self.recipe.text)
+
+    def refuse_other_recipe(self) -> None:
+        """Refuse a DIR that is a file, holds something else, or ran a different recipe."""
         if self.out.exists() and not self.out.is_dir():
             raise FastmaskError(f"--out {self.out} is a file, not a folder")
         effective = self.recipe.effective()
@@ -96,18 +112,6 @@ class Job:
                     f"{self.out} ran recipe {old.get('name')!r} with other settings: "
                     f"{shown}{more}. Use a new --out, or the same recipe and --set values"
                 )
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_json(
-            record,
-            {
-                "version": JOB_VERSION,
-                "name": self.recipe.name,
-                "description": self.recipe.description,
-                "fingerprint": self.recipe.fingerprint(),
-                "effective": effective,
-            },
-        )
-        write_text_atomic(self.out / "recipe.toml", self.recipe.text)
 
     def save_steps(self) -> None:
         write_json(self.steps_path, self.steps)
@@ -375,12 +379,14 @@ class Job:
         return old if old.get("inputs") == self.inputs_stamp() else None
 
     def run(self) -> dict[str, Any]:
-        self.claim_folder()
+        self.refuse_other_recipe()
         done = self.finished_summary()
         if done is not None:
             log.info("%s: the job is finished and up to date; nothing to do", self.out)
             return done
+        # Before DIR records the recipe: a refused one must not be taken for DIR's recipe.
         self.recipe.check_models()
+        self.claim_folder()
         self.faces()
         self.train()
         start = time.perf_counter()
