@@ -139,6 +139,26 @@ def test_a_refused_model_does_not_claim_the_out_folder(data: Path, tmp_path: Pat
     Job(load_recipe("demo"), data, out, {}).claim_folder()  # the fixed recipe is accepted
 
 
+def test_a_lenient_job_scores_without_the_images_it_left_out(data: Path, tmp_path: Path):
+    import shutil
+
+    copy = tmp_path / "DATA"
+    shutil.copytree(data, copy)
+    bad = sorted((copy / "train" / "images").glob("*/mask1.*"))[0]
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])  # fails the header check
+    recipe = tmp_path / "lenient.toml"
+    recipe.write_text(
+        TINY_RECIPE.replace('tasks = ["mask", "gender", "age"]', 'tasks = ["multi"]')
+        .replace("tune_bias = true", "tune_bias = false")
+        .replace("epochs = 2\nmax_steps = 2", "epochs = 1\nmax_steps = 1\nlenient = true")
+    )
+    out = tmp_path / "job"
+    assert cli.main(["run", str(recipe), "--data", str(copy), "--out", str(out)]) == 0
+    oof = pd.read_csv(out / "oof.csv")
+    assert str(bad) not in set(oof["path"])
+    assert len(oof) == len(build_index(copy).frame) - 1
+
+
 def test_suspects_of_a_finished_job(finished: Path, tmp_path: Path):
     out = tmp_path / "suspects"
     assert cli.main(["suspects", str(finished), "--top", "8", "--out", str(out)]) == 0

@@ -145,6 +145,15 @@ class Job:
     def folds_finished(self, task: str) -> bool:
         return all(s is not None and s.get("finished") for s in self.fold_summaries(task))
 
+    def excluded_paths(self) -> set[str]:
+        """Images any fold left out (`lenient`), as listed in the folds' summaries."""
+        return {
+            str(item["path"])
+            for task in self.recipe.tasks
+            for s in self.fold_summaries(task)
+            for item in (s or {}).get("excluded", [])
+        }
+
     def train(self) -> None:
         from fastmask.train.loop import train
 
@@ -168,6 +177,11 @@ class Job:
         from fastmask.train.splits import load_frame
 
         frame = load_frame(self.config(self.recipe.tasks[0]))
+        # Images a lenient run left out (header check) have no prediction to score.
+        left_out = self.excluded_paths()
+        if left_out:
+            log.info("out of fold: %d image(s) the folds left out are not scored", len(left_out))
+            frame = frame[~frame["path"].isin(left_out)].reset_index(drop=True)
         table = O.assemble_oof(
             frame, {t: self.fold_dirs(t) for t in self.recipe.tasks}, self.recipe.folds > 1
         )
