@@ -159,6 +159,14 @@ def test_a_lenient_job_scores_without_the_images_it_left_out(data: Path, tmp_pat
     assert len(oof) == len(build_index(copy).frame) - 1
 
 
+def test_an_out_folder_that_cannot_be_made_is_named(data: Path, tmp_path: Path, capsys):
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "job"  # its parent is a file: works as root too
+    assert cli.main(["run", "demo", "--data", str(data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}" in err and "Traceback" not in err
+
+
 def test_suspects_of_a_finished_job(finished: Path, tmp_path: Path):
     out = tmp_path / "suspects"
     assert cli.main(["suspects", str(finished), "--top", "8", "--out", str(out)]) == 0

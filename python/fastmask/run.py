@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastmask.errors import FastmaskError
+from fastmask.errors import FastmaskError, WriteError
 from fastmask.files import write_csv_atomic, write_text_atomic
 from fastmask.recipe import Recipe, load_recipe, recipe_differences, shipped_recipes
 from fastmask.schema import MULTI, TASKS, class_names
@@ -75,7 +75,12 @@ class Job:
     def claim_folder(self) -> None:
         """Record the recipe in DIR (recipe.json, recipe.toml) once nothing refuses it."""
         self.refuse_other_recipe()
-        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise WriteError(
+                f"--out {self.out}: cannot create the folder: {err.strerror or err}"
+            ) from err
         write_json(
             self.out / "recipe.json",
             {
