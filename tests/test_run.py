@@ -120,6 +120,22 @@ def test_resume_after_a_kill_in_fold_2_of_age_gives_the_same_oof(
     assert list(age["epoch"]) == [1, 2]
 
 
+def test_a_finished_job_continues_on_a_moved_data_folder(
+    finished: Path, data: Path, recipe_path: Path, tmp_path: Path
+):
+    import shutil
+
+    moved, job = tmp_path / "moved", tmp_path / "job"
+    shutil.copytree(data, moved)
+    shutil.copytree(finished, job)
+    (job / "summary.json").unlink()  # the job stopped before its summary
+    summary = run_job(load_recipe(str(recipe_path)), moved, job)
+    before = json.loads((finished / "summary.json").read_text())
+    assert summary["oof_macro_f1"] == before["oof_macro_f1"]
+    oof = pd.read_csv(job / "oof.csv")
+    assert all(p.startswith(str(moved)) for p in oof["path"])
+
+
 def test_run_refuses_bad_data_before_any_work(tmp_path: Path, capsys):
     assert cli.main(["run", "demo", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "expected a data folder holding train/" in capsys.readouterr().err

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fastmask.crops import data_key
 from fastmask.errors import FastmaskError, WriteError
 from fastmask.files import write_csv_atomic, write_text_atomic
 from fastmask.recipe import Recipe, load_recipe, recipe_differences, shipped_recipes
@@ -153,7 +154,7 @@ class Job:
     def excluded_paths(self) -> set[str]:
         """Images any fold left out (`lenient`), as listed in the folds' summaries."""
         return {
-            str(item["path"])
+            data_key(str(item["path"]))
             for task in self.recipe.tasks
             for s in self.fold_summaries(task)
             for item in (s or {}).get("excluded", [])
@@ -186,7 +187,8 @@ class Job:
         left_out = self.excluded_paths()
         if left_out:
             log.info("out of fold: %d image(s) the folds left out are not scored", len(left_out))
-            frame = frame[~frame["path"].isin(left_out)].reset_index(drop=True)
+            keys = [data_key(p) for p in frame["path"]]
+            frame = frame[[k not in left_out for k in keys]].reset_index(drop=True)
         table = O.assemble_oof(
             frame, {t: self.fold_dirs(t) for t in self.recipe.tasks}, self.recipe.folds > 1
         )
