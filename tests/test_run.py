@@ -183,6 +183,22 @@ def test_an_out_folder_that_cannot_be_made_is_named(data: Path, tmp_path: Path, 
     assert f"--out {out}" in err and "Traceback" not in err
 
 
+def test_ctrl_c_outside_training_says_how_to_continue(
+    data: Path, tmp_path: Path, monkeypatch, capsys
+):
+    # Ctrl-C while the job predicts or scores: no traceback, status 130, the command again.
+    import fastmask.run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fastmask.run, "run_job", interrupted)
+    out = tmp_path / "job"
+    assert cli.main(["run", "demo", "--data", str(data), "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"--out {out}" in err and "interrupted" in err
+
+
 def test_suspects_of_a_finished_job(finished: Path, tmp_path: Path):
     out = tmp_path / "suspects"
     assert cli.main(["suspects", str(finished), "--top", "8", "--out", str(out)]) == 0
