@@ -199,6 +199,23 @@ def test_ctrl_c_outside_training_says_how_to_continue(
     assert "Traceback" not in err and f"--out {out}" in err and "interrupted" in err
 
 
+def test_bad_eval_images_stop_the_job_before_training(data: Path, tmp_path: Path, capsys):
+    # With on_error = "raise", predict would fail on them only after every fold trained.
+    import shutil
+
+    copy = tmp_path / "DATA"
+    shutil.copytree(data, copy)
+    info = pd.read_csv(copy / "eval" / "info.csv")
+    (copy / "eval" / "images" / info["ImageID"][0]).unlink()
+    bad = copy / "eval" / "images" / info["ImageID"][1]
+    bad.write_bytes(bad.read_bytes()[:100])
+    out = tmp_path / "job"
+    assert cli.main(["run", "demo", "--data", str(copy), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert info["ImageID"][0] in err and str(bad) in err and "on_error" in err
+    assert not (out / "multi").exists()
+
+
 def test_suspects_of_a_finished_job(finished: Path, tmp_path: Path):
     out = tmp_path / "suspects"
     assert cli.main(["suspects", str(finished), "--top", "8", "--out", str(out)]) == 0

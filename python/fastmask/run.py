@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fastmask.crops import data_key
-from fastmask.errors import FastmaskError, WriteError
+from fastmask.errors import DataError, FastmaskError, WriteError
 from fastmask.files import write_csv_atomic, write_text_atomic
 from fastmask.recipe import Recipe, load_recipe, recipe_differences, shipped_recipes
 from fastmask.schema import MULTI, TASKS, class_names
@@ -221,6 +221,27 @@ class Job:
 
     # ---- 5. eval predictions and the submission ----------------------------------------
 
+    def check_eval(self) -> None:
+        """Refuse eval images predict would fail on (on_error = "raise"), before training."""
+        if self.recipe.predict["on_error"] != "raise":
+            return
+        from fastmask.check import header_problems
+        from fastmask.data import Problems, eval_table
+
+        problems = Problems(lenient=True, warn=False)
+        paths = eval_table(self.data, problems)["path"].dropna().tolist()
+        bad = problems.items + header_problems(paths, self.threads())
+        if bad:
+            listing = "\n".join(f"  {p['path']}: {p['reason']}" for p in bad[:20])
+            more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+            raise DataError(
+                f"{len(bad)} eval image(s) cannot be predicted:\n{listing}{more}\nFix them, or "
+                '--set predict.on_error="fallback" to answer them with the training prior.'
+            )
+
+    def threads(self) -> int | None:
+        return self.runtime.get("threads") or self.recipe.train.get("threads") or None
+
     def checkpoints(self, task: str) -> list[Path]:
         which = self.recipe.predict["checkpoint"]
         return [folder / f"{which}.pt" for folder in self.fold_dirs(task)]
@@ -237,7 +258,7 @@ class Job:
     def predictions(self) -> dict[str, Path]:
         from fastmask.predict import predict
 
-        threads = self.runtime.get("threads") or self.recipe.train.get("threads") or None
+        threads = self.threads()
         device = self.runtime.get("device") or self.recipe.train.get("device") or "auto"
 
         out = {}
@@ -407,6 +428,7 @@ class Job:
             return done
         # Before DIR records the recipe: a refused one must not be taken for DIR's recipe.
         self.recipe.check_models()
+        self.check_eval()
         self.claim_folder()
         self.faces()
         self.train()
