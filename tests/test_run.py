@@ -136,6 +136,18 @@ def test_a_finished_job_continues_on_a_moved_data_folder(
     assert all(p.startswith(str(moved)) for p in oof["path"])
 
 
+def test_a_lost_checkpoint_of_a_finished_fold_is_named(
+    finished: Path, data: Path, recipe_path: Path, tmp_path: Path
+):
+    import shutil
+
+    job = tmp_path / "job"
+    shutil.copytree(finished, job)
+    (job / "gender" / "fold1" / "best.pt").unlink()
+    with pytest.raises(FastmaskError, match=r"gender/fold1/best\.pt is missing.*delete"):
+        run_job(load_recipe(str(recipe_path)), data, job)
+
+
 def test_run_refuses_bad_data_before_any_work(tmp_path: Path, capsys):
     assert cli.main(["run", "demo", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "expected a data folder holding train/" in capsys.readouterr().err

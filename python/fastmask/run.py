@@ -243,8 +243,16 @@ class Job:
         return self.runtime.get("threads") or self.recipe.train.get("threads") or None
 
     def checkpoints(self, task: str) -> list[Path]:
+        """The finished folds' checkpoints predict reads; refuses one that is gone."""
         which = self.recipe.predict["checkpoint"]
-        return [folder / f"{which}.pt" for folder in self.fold_dirs(task)]
+        paths = [folder / f"{which}.pt" for folder in self.fold_dirs(task)]
+        for path in paths:
+            if not path.is_file():
+                raise FastmaskError(
+                    f"{path} is missing though its fold finished: put it back, or delete "
+                    f"{path.parent} to train that fold again"
+                )
+        return paths
 
     def prediction_stamp(self, task: str) -> dict[str, Any]:
         info = self.data / "eval" / "info.csv"
