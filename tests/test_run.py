@@ -228,6 +228,22 @@ def test_bad_eval_images_stop_the_job_before_training(data: Path, tmp_path: Path
     assert not (out / "multi").exists()
 
 
+def test_run_takes_lenient_as_the_data_errors_suggest(data: Path, tmp_path: Path, monkeypatch):
+    # "Fix them, or pass --lenient": run takes it too, as --set lenient=true.
+    import fastmask.run
+
+    seen = {}
+
+    def capture(recipe, *args, **kwargs):
+        seen["recipe"] = recipe
+        raise FastmaskError("stop here")
+
+    monkeypatch.setattr(fastmask.run, "run_job", capture)
+    argv = ["run", "demo", "--data", str(data), "--out", str(tmp_path / "o"), "--lenient"]
+    assert cli.main(argv) == 2
+    assert seen["recipe"].effective() == load_recipe("demo", ["lenient=true"]).effective()
+
+
 def test_suspects_of_a_finished_job(finished: Path, tmp_path: Path):
     out = tmp_path / "suspects"
     assert cli.main(["suspects", str(finished), "--top", "8", "--out", str(out)]) == 0

@@ -545,7 +545,8 @@ def report_markdown(job: Job, s: dict[str, Any]) -> str:
 
 def run_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    recipe = load_recipe(args.recipe, args.set)
+    sets = [*(args.set or []), *(["lenient=true"] if args.lenient else [])]
+    recipe = load_recipe(args.recipe, sets)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     with logging_redirect_tqdm():
@@ -580,6 +581,11 @@ def register(sub: Any) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="override a recipe value: folds=3, epochs=5 (all tasks), age.lr=3e-4",
+    )
+    p.add_argument(
+        "--lenient",
+        action="store_true",
+        help="leave out training images that cannot be read (excluded.csv): --set lenient=true",
     )
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     p.add_argument("--threads", type=int, help="loader threads (default: the recipe's, or all)")
