@@ -244,6 +244,23 @@ def test_run_takes_lenient_as_the_data_errors_suggest(data: Path, tmp_path: Path
     assert seen["recipe"].effective() == load_recipe("demo", ["lenient=true"]).effective()
 
 
+def test_a_job_stopped_by_bad_data_takes_lenient_on_the_same_out(data: Path, tmp_path: Path):
+    # Nothing was trained: following "pass --lenient" must not be refused as a changed recipe.
+    import shutil
+
+    from fastmask.run import Job
+
+    copy = tmp_path / "DATA"
+    shutil.copytree(data, copy)
+    sorted((copy / "train" / "images").glob("*/normal.*"))[0].write_bytes(b"")
+    out = tmp_path / "job"
+    argv = ["run", "demo", "--data", str(copy), "--out", str(out)]
+    assert cli.main(argv) == 2 and (out / "recipe.json").exists()
+    Job(load_recipe("demo", ["lenient=true"]), copy, out, {}).claim_folder()
+    recorded = json.loads((out / "recipe.json").read_text())["effective"]
+    assert recorded["multi.lenient"] is True
+
+
 def test_suspects_of_a_finished_job(finished: Path, tmp_path: Path):
     out = tmp_path / "suspects"
     assert cli.main(["suspects", str(finished), "--top", "8", "--out", str(out)]) == 0

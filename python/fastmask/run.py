@@ -15,7 +15,8 @@ task and fold of a recipe (see `fastmask.recipe`):
 
 The same command again continues where the job stopped: finished folds are skipped, a
 killed fold resumes from its last.pt, and predictions are reused while their checkpoints are
-unchanged. A changed recipe on an existing DIR is refused, naming the keys that differ.
+unchanged. A changed recipe on a DIR holding a checkpoint is refused, naming the keys that
+differ.
 """
 
 from __future__ import annotations
@@ -108,7 +109,9 @@ class Job:
             )
         if old is not None:
             differ = recipe_differences(old.get("effective", {}), effective)
-            if differ:
+            # Until a checkpoint exists nothing was computed with the old recipe (a run stopped
+            # by bad data, say): the new one simply takes the folder over.
+            if differ and any(self.out.rglob("*.pt")):
                 shown = ", ".join(
                     f"{k} ({old.get('effective', {}).get(k)!r} -> {effective.get(k)!r})"
                     for k in differ[:8]
