@@ -125,6 +125,19 @@ def test_train_refuses_a_truncated_image_before_epoch_one_or_leaves_it_out(
     assert [e["path"] for e in summary["excluded"]] == [str(bad)]
 
 
+def test_lenient_train_also_leaves_out_what_the_index_refuses(data: Path, tmp_path: Path) -> None:
+    # A zero-byte file fails the data index, before the header check: --lenient must skip it
+    # too (README: "--lenient skips and warns"), and list it in excluded.csv with the rest.
+    empty, bad = images(data)[5], truncate(images(data)[3])
+    empty.write_bytes(b"")
+    run = tmp_path / "lenient"
+    args = ["mask", "--data", data, "--epochs", "1", "--max-steps", "1", *TINY]
+    assert train(*args, "--out", run, "--lenient") == 0
+    excluded = pd.read_csv(run / "excluded.csv")
+    assert sorted(excluded["path"]) == sorted([str(empty), str(bad)])
+    assert "0 bytes" in excluded.set_index("path")["reason"][str(empty)]
+
+
 # -- 3. predict --on-error fallback ----------------------------------------------------------
 
 

@@ -114,6 +114,13 @@ def test_unknown_recipe_and_model_are_refused(tmp_path: Path):
         recipe.check_models()
 
 
+def test_a_negative_seed_is_refused_before_any_work():
+    with pytest.raises(FastmaskError, match=r"demo: seed = -1: expected a whole number >= 0"):
+        load_recipe("demo", ["seed=-1"])
+    with pytest.raises(FastmaskError, match=r"--seed must be >= 0, got -1"):
+        config_for_args(train_args("age", "--data", "DATA", "--seed", "-1"))
+
+
 def test_set_values_are_read_as_toml():
     assert parse_set(["epochs=3", "model=resnet18", "image_size=[96, 80]", "cache=true"]) == {
         "epochs": 3,

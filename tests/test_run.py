@@ -120,10 +120,145 @@ def test_resume_after_a_kill_in_fold_2_of_age_gives_the_same_oof(
     assert list(age["epoch"]) == [1, 2]
 
 
+def test_a_finished_job_continues_on_a_moved_data_folder(
+    finished: Path, data: Path, recipe_path: Path, tmp_path: Path
+):
+    import shutil
+
+    moved, job = tmp_path / "moved", tmp_path / "job"
+    shutil.copytree(data, moved)
+    shutil.copytree(finished, job)
+    (job / "summary.json").unlink()  # the job stopped before its summary
+    summary = run_job(load_recipe(str(recipe_path)), moved, job)
+    before = json.loads((finished / "summary.json").read_text())
+    assert summary["oof_macro_f1"] == before["oof_macro_f1"]
+    oof = pd.read_csv(job / "oof.csv")
+    assert all(p.startswith(str(moved)) for p in oof["path"])
+
+
+def test_a_lost_checkpoint_of_a_finished_fold_is_named(
+    finished: Path, data: Path, recipe_path: Path, tmp_path: Path
+):
+    import shutil
+
+    job = tmp_path / "job"
+    shutil.copytree(finished, job)
+    (job / "gender" / "fold1" / "best.pt").unlink()
+    with pytest.raises(FastmaskError, match=r"gender/fold1/best\.pt is missing.*delete"):
+        run_job(load_recipe(str(recipe_path)), data, job)
+
+
 def test_run_refuses_bad_data_before_any_work(tmp_path: Path, capsys):
     assert cli.main(["run", "demo", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "expected a data folder holding train/" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_refused_model_does_not_claim_the_out_folder(data: Path, tmp_path: Path, capsys):
+    # The model name is checked late (it imports torchvision); a refused recipe must not
+    # be recorded in DIR, or the corrected command is refused as "a changed recipe".
+    out = tmp_path / "o"
+    argv = ["run", "demo", "--data", str(data), "--out", str(out)]
+    assert cli.main([*argv, "--set", "model=resnet19"]) == 2
+    assert "unknown model 'resnet19'" in capsys.readouterr().err
+    assert not (out / "recipe.json").exists()
+    from fastmask.run import Job
+
+    Job(load_recipe("demo"), data, out, {}).claim_folder()  # the fixed recipe is accepted
+
+
+def test_a_lenient_job_scores_without_the_images_it_left_out(data: Path, tmp_path: Path):
+    import shutil
+
+    copy = tmp_path / "DATA"
+    shutil.copytree(data, copy)
+    bad = sorted((copy / "train" / "images").glob("*/mask1.*"))[0]
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])  # fails the header check
+    recipe = tmp_path / "lenient.toml"
+    recipe.write_text(
+        TINY_RECIPE.replace('tasks = ["mask", "gender", "age"]', 'tasks = ["multi"]')
+        .replace("tune_bias = true", "tune_bias = false")
+        .replace("epochs = 2\nmax_steps = 2", "epochs = 1\nmax_steps = 1\nlenient = true")
+    )
+    out = tmp_path / "job"
+    assert cli.main(["run", str(recipe), "--data", str(copy), "--out", str(out)]) == 0
+    oof = pd.read_csv(out / "oof.csv")
+    assert str(bad) not in set(oof["path"])
+    assert len(oof) == len(build_index(copy).frame) - 1
+
+
+def test_an_out_folder_that_cannot_be_made_is_named(data: Path, tmp_path: Path, capsys):
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "job"  # its parent is a file: works as root too
+    assert cli.main(["run", "demo", "--data", str(data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}" in err and "Traceback" not in err
+
+
+def test_ctrl_c_outside_training_says_how_to_continue(
+    data: Path, tmp_path: Path, monkeypatch, capsys
+):
+    # Ctrl-C while the job predicts or scores: no traceback, status 130, the command again.
+    import fastmask.run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fastmask.run, "run_job", interrupted)
+    out = tmp_path / "job"
+    assert cli.main(["run", "demo", "--data", str(data), "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"--out {out}" in err and "interrupted" in err
+
+
+def test_bad_eval_images_stop_the_job_before_training(data: Path, tmp_path: Path, capsys):
+    # With on_error = "raise", predict would fail on them only after every fold trained.
+    import shutil
+
+    copy = tmp_path / "DATA"
+    shutil.copytree(data, copy)
+    info = pd.read_csv(copy / "eval" / "info.csv")
+    (copy / "eval" / "images" / info["ImageID"][0]).unlink()
+    bad = copy / "eval" / "images" / info["ImageID"][1]
+    bad.write_bytes(bad.read_bytes()[:100])
+    out = tmp_path / "job"
+    assert cli.main(["run", "demo", "--data", str(copy), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert info["ImageID"][0] in err and str(bad) in err and "on_error" in err
+    assert not (out / "multi").exists()
+
+
+def test_run_takes_lenient_as_the_data_errors_suggest(data: Path, tmp_path: Path, monkeypatch):
+    # "Fix them, or pass --lenient": run takes it too, as --set lenient=true.
+    import fastmask.run
+
+    seen = {}
+
+    def capture(recipe, *args, **kwargs):
+        seen["recipe"] = recipe
+        raise FastmaskError("stop here")
+
+    monkeypatch.setattr(fastmask.run, "run_job", capture)
+    argv = ["run", "demo", "--data", str(data), "--out", str(tmp_path / "o"), "--lenient"]
+    assert cli.main(argv) == 2
+    assert seen["recipe"].effective() == load_recipe("demo", ["lenient=true"]).effective()
+
+
+def test_a_job_stopped_by_bad_data_takes_lenient_on_the_same_out(data: Path, tmp_path: Path):
+    # Nothing was trained: following "pass --lenient" must not be refused as a changed recipe.
+    import shutil
+
+    from fastmask.run import Job
+
+    copy = tmp_path / "DATA"
+    shutil.copytree(data, copy)
+    sorted((copy / "train" / "images").glob("*/normal.*"))[0].write_bytes(b"")
+    out = tmp_path / "job"
+    argv = ["run", "demo", "--data", str(copy), "--out", str(out)]
+    assert cli.main(argv) == 2 and (out / "recipe.json").exists()
+    Job(load_recipe("demo", ["lenient=true"]), copy, out, {}).claim_folder()
+    recorded = json.loads((out / "recipe.json").read_text())["effective"]
+    assert recorded["multi.lenient"] is True
 
 
 def test_suspects_of_a_finished_job(finished: Path, tmp_path: Path):

@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def same_command(argv: list[str] | None) -> str:
+    return shlex.join(["python", "-m", "fastmask", *(argv or sys.argv[1:])])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -61,8 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Interrupted as err:
-        again = err.command or shlex.join(["python", "-m", "fastmask", *(argv or sys.argv[1:])])
+        again = err.command or same_command(argv)
         print(f"interrupted ({err}); resume with:\n  {again}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt as err:
+        # Outside a training step (predicting, scoring) or a second signal: every output is
+        # written atomically, so what is on disk is whole; `run` continues where it stopped.
+        why = f" ({err})" if str(err) else ""
+        print(f"interrupted{why}; run again with:\n  {same_command(argv)}", file=sys.stderr)
         return 130
     except (FastmaskError, DecodeError) as err:
         print(f"error: {err}", file=sys.stderr)

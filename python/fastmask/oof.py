@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fastmask.crops import data_key
 from fastmask.errors import FastmaskError
 from fastmask.metrics import accuracy, macro_f1, per_class_f1
 from fastmask.schema import NUM_CLASSES, TASKS, heads, prediction_columns
@@ -46,6 +47,7 @@ def assemble_oof(
     oof = frame[["path", "person", "mask", "gender", "age_band", "cls"]].copy()
     oof = oof.set_index("path", drop=False)
     fold_of: pd.Series | None = None
+    here = {data_key(p): p for p in oof.index}
     for task, folders in runs.items():
         parts = []
         for i, folder in enumerate(folders):
@@ -56,6 +58,9 @@ def assemble_oof(
             table["fold"] = i
             parts.append(table)
         preds = pd.concat(parts, ignore_index=True)
+        # The folds wrote absolute paths: match them by their train/images/... part, so a job
+        # continues on a data folder that moved (`run ... --data NEW_PLACE`).
+        preds["path"] = [here.get(data_key(p), p) for p in preds["path"]]
         repeated = preds["path"][preds["path"].duplicated()]
         if not repeated.empty:
             raise FastmaskError(

@@ -240,6 +240,8 @@ def load_recipe(name_or_path: str, sets: list[str] | None = None) -> Recipe:
         raise FastmaskError(
             f"{where}: folds = {folds}: expected 1 (one split) or K >= 2 person-level folds"
         )
+    if int(raw.get("seed", 0)) < 0:
+        raise FastmaskError(f"{where}: seed = {raw['seed']}: expected a whole number >= 0")
     train = _checked_settings(_section(raw, "train", where), f"{where} [train]")
     data_settings: dict[str, Any] = {
         k: train.pop(k) for k in ("limit", "corrections") if k in train

@@ -15,7 +15,8 @@ task and fold of a recipe (see `fastmask.recipe`):
 
 The same command again continues where the job stopped: finished folds are skipped, a
 killed fold resumes from its last.pt, and predictions are reused while their checkpoints are
-unchanged. A changed recipe on an existing DIR is refused, naming the keys that differ.
+unchanged. A changed recipe on a DIR holding a checkpoint is refused, naming the keys that
+differ.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastmask.errors import FastmaskError
+from fastmask.crops import data_key
+from fastmask.errors import DataError, FastmaskError, WriteError
 from fastmask.files import write_csv_atomic, write_text_atomic
 from fastmask.recipe import Recipe, load_recipe, recipe_differences, shipped_recipes
 from fastmask.schema import MULTI, TASKS, class_names
@@ -73,7 +75,28 @@ class Job:
     # ---- the recipe on record -----------------------------------------------------------
 
     def claim_folder(self) -> None:
-        """Record the recipe in DIR, or refuse a DIR that ran a different recipe."""
+        """Record the recipe in DIR (recipe.json, recipe.toml) once nothing refuses it."""
+        self.refuse_other_recipe()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise WriteError(
+                f"--out {self.out}: cannot create the folder: {err.strerror or err}"
+            ) from err
+        write_json(
+            self.out / "recipe.json",
+            {
+                "version": JOB_VERSION,
+                "name": self.recipe.name,
+                "description": self.recipe.description,
+                "fingerprint": self.recipe.fingerprint(),
+                "effective": self.recipe.effective(),
+            },
+        )
+        write_text_atomic(self.out / "recipe.toml", self.recipe.text)
+
+    def refuse_other_recipe(self) -> None:
+        """Refuse a DIR that is a file, holds something else, or ran a different recipe."""
         if self.out.exists() and not self.out.is_dir():
             raise FastmaskError(f"--out {self.out} is a file, not a folder")
         effective = self.recipe.effective()
@@ -86,7 +109,9 @@ class Job:
             )
         if old is not None:
             differ = recipe_differences(old.get("effective", {}), effective)
-            if differ:
+            # Until a checkpoint exists nothing was computed with the old recipe (a run stopped
+            # by bad data, say): the new one simply takes the folder over.
+            if differ and any(self.out.rglob("*.pt")):
                 shown = ", ".join(
                     f"{k} ({old.get('effective', {}).get(k)!r} -> {effective.get(k)!r})"
                     for k in differ[:8]
@@ -96,18 +121,6 @@ class Job:
                     f"{self.out} ran recipe {old.get('name')!r} with other settings: "
                     f"{shown}{more}. Use a new --out, or the same recipe and --set values"
                 )
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_json(
-            record,
-            {
-                "version": JOB_VERSION,
-                "name": self.recipe.name,
-                "description": self.recipe.description,
-                "fingerprint": self.recipe.fingerprint(),
-                "effective": effective,
-            },
-        )
-        write_text_atomic(self.out / "recipe.toml", self.recipe.text)
 
     def save_steps(self) -> None:
         write_json(self.steps_path, self.steps)
@@ -141,6 +154,15 @@ class Job:
     def folds_finished(self, task: str) -> bool:
         return all(s is not None and s.get("finished") for s in self.fold_summaries(task))
 
+    def excluded_paths(self) -> set[str]:
+        """Images any fold left out (`lenient`), as listed in the folds' summaries."""
+        return {
+            data_key(str(item["path"]))
+            for task in self.recipe.tasks
+            for s in self.fold_summaries(task)
+            for item in (s or {}).get("excluded", [])
+        }
+
     def train(self) -> None:
         from fastmask.train.loop import train
 
@@ -164,6 +186,12 @@ class Job:
         from fastmask.train.splits import load_frame
 
         frame = load_frame(self.config(self.recipe.tasks[0]))
+        # Images a lenient run left out (header check) have no prediction to score.
+        left_out = self.excluded_paths()
+        if left_out:
+            log.info("out of fold: %d image(s) the folds left out are not scored", len(left_out))
+            keys = [data_key(p) for p in frame["path"]]
+            frame = frame[[k not in left_out for k in keys]].reset_index(drop=True)
         table = O.assemble_oof(
             frame, {t: self.fold_dirs(t) for t in self.recipe.tasks}, self.recipe.folds > 1
         )
@@ -196,9 +224,38 @@ class Job:
 
     # ---- 5. eval predictions and the submission ----------------------------------------
 
+    def check_eval(self) -> None:
+        """Refuse eval images predict would fail on (on_error = "raise"), before training."""
+        if self.recipe.predict["on_error"] != "raise":
+            return
+        from fastmask.check import header_problems
+        from fastmask.data import Problems, eval_table
+
+        problems = Problems(lenient=True, warn=False)
+        paths = eval_table(self.data, problems)["path"].dropna().tolist()
+        bad = problems.items + header_problems(paths, self.threads())
+        if bad:
+            listing = "\n".join(f"  {p['path']}: {p['reason']}" for p in bad[:20])
+            more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+            raise DataError(
+                f"{len(bad)} eval image(s) cannot be predicted:\n{listing}{more}\nFix them, or "
+                '--set predict.on_error="fallback" to answer them with the training prior.'
+            )
+
+    def threads(self) -> int | None:
+        return self.runtime.get("threads") or self.recipe.train.get("threads") or None
+
     def checkpoints(self, task: str) -> list[Path]:
+        """The finished folds' checkpoints predict reads; refuses one that is gone."""
         which = self.recipe.predict["checkpoint"]
-        return [folder / f"{which}.pt" for folder in self.fold_dirs(task)]
+        paths = [folder / f"{which}.pt" for folder in self.fold_dirs(task)]
+        for path in paths:
+            if not path.is_file():
+                raise FastmaskError(
+                    f"{path} is missing though its fold finished: put it back, or delete "
+                    f"{path.parent} to train that fold again"
+                )
+        return paths
 
     def prediction_stamp(self, task: str) -> dict[str, Any]:
         info = self.data / "eval" / "info.csv"
@@ -212,7 +269,7 @@ class Job:
     def predictions(self) -> dict[str, Path]:
         from fastmask.predict import predict
 
-        threads = self.runtime.get("threads") or self.recipe.train.get("threads") or None
+        threads = self.threads()
         device = self.runtime.get("device") or self.recipe.train.get("device") or "auto"
 
         out = {}
@@ -375,12 +432,15 @@ class Job:
         return old if old.get("inputs") == self.inputs_stamp() else None
 
     def run(self) -> dict[str, Any]:
-        self.claim_folder()
+        self.refuse_other_recipe()
         done = self.finished_summary()
         if done is not None:
             log.info("%s: the job is finished and up to date; nothing to do", self.out)
             return done
+        # Before DIR records the recipe: a refused one must not be taken for DIR's recipe.
         self.recipe.check_models()
+        self.check_eval()
+        self.claim_folder()
         self.faces()
         self.train()
         start = time.perf_counter()
@@ -488,7 +548,8 @@ def report_markdown(job: Job, s: dict[str, Any]) -> str:
 
 def run_command(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    recipe = load_recipe(args.recipe, args.set)
+    sets = [*(args.set or []), *(["lenient=true"] if args.lenient else [])]
+    recipe = load_recipe(args.recipe, sets)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     with logging_redirect_tqdm():
@@ -523,6 +584,11 @@ def register(sub: Any) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="override a recipe value: folds=3, epochs=5 (all tasks), age.lr=3e-4",
+    )
+    p.add_argument(
+        "--lenient",
+        action="store_true",
+        help="leave out training images that cannot be read (excluded.csv): --set lenient=true",
     )
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
     p.add_argument("--threads", type=int, help="loader threads (default: the recipe's, or all)")

@@ -153,6 +153,8 @@ def validate_config(c: TrainConfig, check_model: bool = True) -> None:
         (all(s >= 8 for s in c.image_size), f"--image-size must be >= 8, got {c.image_size}"),
         (c.lr > 0, f"--lr must be > 0, got {c.lr}"),
         (c.folds >= 1, f"--folds must be >= 1, got {c.folds}"),
+        # numpy's generators (the person splits) take no negative seed.
+        (c.seed >= 0, f"--seed must be >= 0, got {c.seed}"),
         (c.optimizer in ("adam", "adamw", "sgd"), f"--optimizer {c.optimizer!r}"),
         (c.scheduler in ("cosine", "step", "none"), f"--scheduler {c.scheduler!r}"),
         (c.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {c.warmup_epochs}"),

@@ -43,7 +43,7 @@ from fastmask.train.runtime import (
 from fastmask.train.splits import (
     Split,
     data_fingerprint,
-    load_frame,
+    load_data,
     make_loader,
     make_splits,
     screen_images,
@@ -397,8 +397,9 @@ def train(c: TrainConfig, run_dir: Path) -> dict[str, Any]:
             stop_on_signals() as stop,
             determinism(deterministic, c.torch_threads),
         ):
-            frame = load_frame(c)
-            frame, excluded = screen_images(frame, c)
+            frame, skipped = load_data(c)
+            frame, unreadable = screen_images(frame, c)
+            excluded = skipped + unreadable
             if ctx.is_main and excluded:
                 write_excluded(run_dir / "excluded.csv", excluded)
             fingerprint = data_fingerprint(frame)

@@ -32,17 +32,25 @@ class Split:
 
 def load_frame(c: TrainConfig) -> pd.DataFrame:
     """The data index (30/60 labels), limited to `--limit` people when asked."""
+    return load_data(c)[0]
+
+
+def load_data(c: TrainConfig) -> tuple[pd.DataFrame, list[dict[str, str]]]:
+    """`load_frame` and the items the index skipped (`--lenient`: `{path, reason}`)."""
     import numpy as np
 
     from fastmask.data import build_index
 
     corrections = None if c.corrections == "none" else c.corrections
-    frame = build_index(c.data, corrections=corrections, age_bounds=VAL_AGE_BOUNDS).frame
+    index = build_index(
+        c.data, corrections=corrections, age_bounds=VAL_AGE_BOUNDS, lenient=c.lenient
+    )
+    frame = index.frame
     if c.limit:
         people = np.sort(frame["person"].unique())
         keep = np.random.default_rng(c.seed).permutation(people)[: c.limit]
         frame = frame[frame["person"].isin(set(keep))].reset_index(drop=True)
-    return frame
+    return frame, index.skipped
 
 
 def screen_images(frame: pd.DataFrame, c: TrainConfig) -> tuple[pd.DataFrame, list[dict[str, str]]]:
