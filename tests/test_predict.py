@@ -74,3 +74,16 @@ def test_whole_job_through_the_cli(runs, tmp_path: Path, capsys):
                      "--out", str(tmp_path / "ev")]) == 0  # fmt: skip
     assert "macro F1" in capsys.readouterr().out
     assert (tmp_path / "ev" / "confusion.png").exists()
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b"\x80\x02}q\x00.", b""])
+def test_a_file_that_is_not_a_checkpoint_is_a_clean_error(tmp_path: Path, capsys, content):
+    from fastmask.train.runfiles import load_checkpoint
+
+    bad = tmp_path / "notes.pt"
+    bad.write_bytes(content)
+    with pytest.raises(FastmaskError, match="notes.pt"):
+        load_checkpoint(bad)
+    out = tmp_path / "p.csv"
+    assert cli.main(["predict", str(bad), "--data", str(tmp_path), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("error: ") and not out.exists()
