@@ -144,3 +144,16 @@ def test_evaluate_matches_sklearn(tmp_path: Path):
     assert np.array(saved["confusion"]).sum() == 400
     assert (tmp_path / "ev" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["evaluate", "--pred", str(p), "--truth", str(t)]) == 0
+
+
+def test_combine_refuses_a_prediction_file_that_is_not_text(tmp_path: Path, info: Path, capsys):
+    bad = tmp_path / "m.csv"
+    bad.write_bytes(b"\xff\xfe\x00\x81 not a csv")
+    g = write_probs(tmp_path / "g.csv", IDS, [0] * 5, 2)
+    a = write_probs(tmp_path / "a.csv", IDS, [0] * 5, 3)
+    with pytest.raises(DataError, match="cannot read prediction file .*m.csv"):
+        combine(info, tmp_path / "s.csv", mask=bad, gender=g, age=a)
+    args = ["--mask", str(bad), "--gender", str(g), "--age", str(a)]
+    assert main(["combine", *args, "--info", str(info), "--out", str(tmp_path / "s.csv")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+

@@ -65,7 +65,7 @@ def read_probabilities(path: str | Path, task: str, prefix: str = "") -> pd.Data
         raise DataError(f"task {task!r}: expected one of {', '.join(TASKS)}")
     try:
         table = pd.read_csv(path, dtype={"ImageID": str})
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataError(f"cannot read prediction file {path}: {err}") from err
     if "ImageID" not in table.columns:
         raise DataError(f"{path}: no ImageID column (columns: {list(table.columns)})")
