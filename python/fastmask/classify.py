@@ -117,8 +117,11 @@ def _make_runner(
     if fmt == "torchscript":
         extra = {METADATA_KEY: ""}
         f = io.BytesIO(source) if isinstance(source, bytes) else str(source)
-        with _quiet_torch_deprecations():
-            module = torch.jit.load(f, map_location=device, _extra_files=extra)
+        try:
+            with _quiet_torch_deprecations():
+                module = torch.jit.load(f, map_location=device, _extra_files=extra)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise _unloadable(source, fmt, err) from err
         module.eval()
         embedded = extra[METADATA_KEY]
         text = embedded.decode() if isinstance(embedded, bytes) else embedded
@@ -128,11 +131,21 @@ def _make_runner(
 
     if device.type != "cpu":
         log.info("ONNX models run on the CPU here (onnxruntime CPUExecutionProvider)")
-    session = onnxruntime.InferenceSession(
-        source if isinstance(source, bytes) else str(source), providers=["CPUExecutionProvider"]
-    )
+    try:
+        session = onnxruntime.InferenceSession(
+            source if isinstance(source, bytes) else str(source),
+            providers=["CPUExecutionProvider"],
+        )
+    except Exception as err:  # onnxruntime's errors share no base class but Exception
+        raise _unloadable(source, fmt, err) from err
     meta = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     return ExportedRunner(fmt, session, heads), meta
+
+
+def _unloadable(source: bytes | Path, fmt: str, err: Exception) -> FastmaskError:
+    name = "the exported model" if isinstance(source, bytes) else str(source)
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return FastmaskError(f"cannot load {name} as a {fmt} model (truncated or not one?): {reason}")
 
 
 def _close(values: Any, reference: Sequence[float]) -> bool:
