@@ -157,3 +157,12 @@ def test_combine_refuses_a_prediction_file_that_is_not_text(tmp_path: Path, info
     assert main(["combine", *args, "--info", str(info), "--out", str(tmp_path / "s.csv")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
 
+
+def test_evaluate_out_that_is_a_file_is_a_clean_error(tmp_path: Path, capsys):
+    t = write_sub(tmp_path / "t.csv", [0, 1, 2, 3, 4])
+    taken = tmp_path / "ev"
+    taken.write_text("not a folder\n")
+    assert main(["evaluate", "--pred", str(t), "--truth", str(t), "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(taken) in err
+    assert taken.read_text() == "not a folder\n"

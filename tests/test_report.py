@@ -99,3 +99,14 @@ def test_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     printed = capsys.readouterr().out.split()
     assert str(tmp_path / "figs" / "curves.png") in printed
     assert (tmp_path / "figs" / "run_worst.png").exists()
+
+
+def test_report_out_that_is_a_file_is_a_clean_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = fake_run(tmp_path / "run", [0.4, 0.6])
+    taken = tmp_path / "out"
+    taken.write_text("x\n")
+    assert cli.main(["report", str(run), "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(taken) in err

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fastmask.errors import FastmaskError
+from fastmask.files import output_dir
 from fastmask.plots import pyplot, save_figure
 
 if TYPE_CHECKING:
@@ -217,8 +218,7 @@ def write_report(paths: Sequence[str | Path], out: str | Path, worst: int = 16) 
 
     folders = find_runs(paths)
     runs = [load_run(f, label) for f, label in zip(folders, run_labels(folders), strict=True)]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out)
     written = [plot_curves(runs, out / "curves.png")]
     for run in runs:
         if run.summary.get("per_class_f1"):

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from fastmask.errors import FastmaskError
-from fastmask.files import write_csv_atomic, write_text_atomic
+from fastmask.files import output_dir, write_csv_atomic, write_text_atomic
 from fastmask.schema import AGE_NAMES, DEFAULT_AGE_BOUNDS, GENDER_NAMES, MASK_NAMES
 
 log = logging.getLogger(__name__)
@@ -376,7 +376,7 @@ def write_suspects(
     for w in warnings:
         log.warning("%s", w)
     folder = Path(out) if out is not None else job.folder / "suspects"
-    folder.mkdir(parents=True, exist_ok=True)
+    output_dir(folder)
     for old in folder.glob("suspects_*.png"):
         old.unlink()
     table = find_suspects(job.oof).head(top)
