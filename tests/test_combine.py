@@ -166,3 +166,18 @@ def test_evaluate_out_that_is_a_file_is_a_clean_error(tmp_path: Path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(taken) in err
     assert taken.read_text() == "not a folder\n"
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_combine_refuses_a_bias_that_is_not_a_finite_number(tmp_path: Path, info: Path, value):
+    m = write_probs(tmp_path / "m.csv", IDS, [0, 1, 2, 0, 1], 3)
+    g = write_probs(tmp_path / "g.csv", IDS, [1, 0, 1, 0, 1], 2)
+    a = write_probs(tmp_path / "a.csv", IDS, [2, 2, 0, 1, 0], 3)
+    bias = tmp_path / "bias.json"
+    bias.write_text('{"bias": [' + ", ".join([value] + ["0"] * 17) + "]}")
+    out = tmp_path / "sub.csv"
+    args = ["--mask", str(m), "--gender", str(g), "--age", str(a), "--info", str(info)]
+    assert main(["combine", *args, "--bias", str(bias), "--out", str(out)]) == 2
+    assert not out.exists()  # NaN used to turn every answer into class 0, silently
+    with pytest.raises(DataError, match="bias of class 0 is nan"):
+        combine(info, out, mask=m, gender=g, age=a, bias=[float("nan")] + [0.0] * 17)

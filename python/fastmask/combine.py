@@ -137,6 +137,9 @@ def answers(probs: dict[str, np.ndarray], bias: Sequence[float] | None = None) -
     values = np.asarray(bias, dtype=np.float64)
     if values.shape != (NUM_CLASSES["class"],):
         raise DataError(f"bias has {values.size} values; expected one per class (18)")
+    if not np.isfinite(values).all():
+        k = int(np.argmax(~np.isfinite(values)))
+        raise DataError(f"bias of class {k} is {values[k]}; expected 18 finite numbers")
     return biased_answers(joint_log_probs(probs), values)
 
 
@@ -149,6 +152,8 @@ def read_bias(path: str | Path) -> list[float]:
         values = [float(v) for v in raw["bias"]]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(f"{path}: expected JSON with a list 'bias' of 18 numbers") from err
+    if not np.isfinite(values).all():
+        raise DataError(f"{path}: 'bias' holds {values}; expected 18 finite numbers")
     return values
 
 
