@@ -181,3 +181,29 @@ def test_combine_refuses_a_bias_that_is_not_a_finite_number(tmp_path: Path, info
     assert not out.exists()  # NaN used to turn every answer into class 0, silently
     with pytest.raises(DataError, match="bias of class 0 is nan"):
         combine(info, out, mask=m, gender=g, age=a, bias=[float("nan")] + [0.0] * 17)
+
+
+def test_id_checks_take_linear_time_on_the_competition_size():
+    import time
+
+    from fastmask.combine import check_ids
+
+    ids = [f"{i:040x}.jpg" for i in range(12_600)]  # eval/info.csv of the competition
+    start = time.perf_counter()
+    check_ids("p.csv", ids[::-1], ids)
+    assert time.perf_counter() - start < 2.0  # was 5 s a file: a set rebuilt for every id
+
+
+def test_vote_and_evaluate_name_the_file_whose_ids_are_expected(tmp_path: Path):
+    t = write_sub(tmp_path / "truth.csv", [0, 1, 2, 3, 4])
+    short = write_sub(tmp_path / "short.csv", [0] * 4, IDS[:4])
+    more = write_sub(tmp_path / "more.csv", [0] * 6, [*IDS, "f" * 40 + ".jpg"])
+    with pytest.raises(DataError, match=r"short.csv: 1 ImageID\(s\) of .*truth.csv have no"):
+        evaluate(short, t)
+    with pytest.raises(DataError, match=r"more.csv: 1 ImageID\(s\) are not in .*truth.csv"):
+        evaluate(more, t)
+    with pytest.raises(DataError, match=r"short.csv: 1 ImageID\(s\) of .*truth.csv have no"):
+        vote([t, short], tmp_path / "v.csv")
+    blank = write_sub(tmp_path / "blank.csv", [0] * 5, ["", *IDS[1:]])
+    with pytest.raises(DataError, match="blank.csv: row 2 has an empty ImageID ''"):
+        vote([blank, t], tmp_path / "v.csv")

@@ -43,20 +43,27 @@ def read_info_ids(info: str | Path) -> list[str]:
     return ids
 
 
-def check_ids(path: str | Path, ids: Sequence[str], expected: Sequence[str]) -> None:
-    """Refuse a file whose ImageIDs miss, repeat or add any of `expected`."""
+def check_ids(
+    path: str | Path, ids: Sequence[str], expected: Sequence[str], against: str | Path = "info.csv"
+) -> None:
+    """Refuse a file whose ImageIDs are empty, or miss, repeat or add any of `expected` (the
+    ImageIDs of the file `against`)."""
+    blank = [k for k, i in enumerate(ids) if not isinstance(i, str) or not i.strip()]
+    if blank:
+        raise DataError(f"{path}: row {blank[0] + 2} has an empty ImageID {ids[blank[0]]!r}")
     seen = pd.Series(list(ids))
     dup = seen[seen.duplicated()].tolist()
     if dup:
         raise DataError(f"{path}: ImageID {dup[0]} appears {int((seen == dup[0]).sum())} times")
-    missing = [i for i in expected if i not in set(ids)]
+    given, wanted = set(ids), set(expected)
+    missing = [i for i in expected if i not in given]
     if missing:
         raise DataError(
-            f"{path}: {len(missing)} ImageID(s) of info.csv have no prediction, e.g. {missing[0]}"
+            f"{path}: {len(missing)} ImageID(s) of {against} have no prediction, e.g. {missing[0]}"
         )
-    extra = [i for i in ids if i not in set(expected)]
+    extra = [i for i in ids if i not in wanted]
     if extra:
-        raise DataError(f"{path}: {len(extra)} ImageID(s) are not in info.csv, e.g. {extra[0]}")
+        raise DataError(f"{path}: {len(extra)} ImageID(s) are not in {against}, e.g. {extra[0]}")
 
 
 def read_probabilities(path: str | Path, task: str, prefix: str = "") -> pd.DataFrame:
@@ -193,11 +200,11 @@ def vote(paths: Sequence[str | Path], out: str | Path, *, by: str = "task") -> p
         raise DataError(f"--by {by!r}: expected task or class")
     first = read_submission(paths[0])
     ids = first["ImageID"].tolist()
-    check_ids(paths[0], ids, ids)
+    check_ids(paths[0], ids, ids, paths[0])
     columns = []
     for p in paths:
         sub = read_submission(p)
-        check_ids(p, sub["ImageID"].tolist(), ids)
+        check_ids(p, sub["ImageID"].tolist(), ids, paths[0])
         columns.append(sub.set_index("ImageID").loc[ids, "ans"].to_numpy())
     votes = np.stack(columns, axis=1)
     if by == "class":
