@@ -66,30 +66,16 @@ METRICS_COLUMNS = ("epoch", "train_loss", "val_loss", "val_macro_f1")
 PREDICTION_COLUMNS = ("path", "person", "true", "pred", "true_name", "pred_name", "confidence")
 
 
-def _read_table(path: Path, columns: Sequence[str]) -> pd.DataFrame:
-    import pandas as pd
-
-    try:
-        table = pd.read_csv(path)
-    except (OSError, ValueError) as err:  # pandas' parser errors are ValueErrors
-        raise FastmaskError(f"cannot read {path}: {err}") from err
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise FastmaskError(
-            f"{path} has no column {', '.join(missing)} (columns: {', '.join(map(str, table))}); "
-            "expected the file as `fastmask train` writes it"
-        )
-    return table
-
-
 def load_run(folder: Path, label: str) -> RunFiles:
-    metrics = _read_table(folder / "metrics.csv", METRICS_COLUMNS)
+    from fastmask.data import read_table
+
+    metrics = read_table(folder / "metrics.csv", METRICS_COLUMNS)
     try:
         summary = json.loads((folder / "summary.json").read_text())
     except (OSError, ValueError) as err:
         raise FastmaskError(f"cannot read run {folder}: {err}") from err
     pred_path = folder / "val_predictions.csv"
-    predictions = _read_table(pred_path, PREDICTION_COLUMNS) if pred_path.exists() else None
+    predictions = read_table(pred_path, PREDICTION_COLUMNS) if pred_path.exists() else None
     return RunFiles(folder, label, metrics, summary, predictions)
 
 

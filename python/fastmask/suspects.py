@@ -31,9 +31,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fastmask.data import read_table
 from fastmask.errors import FastmaskError
 from fastmask.files import output_dir, write_csv_atomic, write_text_atomic
-from fastmask.schema import AGE_NAMES, DEFAULT_AGE_BOUNDS, GENDER_NAMES, MASK_NAMES
+from fastmask.schema import (
+    AGE_NAMES,
+    DEFAULT_AGE_BOUNDS,
+    GENDER_NAMES,
+    MASK_NAMES,
+    MULTI,
+    prediction_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +98,33 @@ class Job:
                 f"{folder}: no summary.json and oof.csv of a finished `fastmask run`; run the "
                 "job to the end first"
             )
-        summary = json.loads(summary_path.read_text())
+        summary = _read_json(summary_path)
         if summary.get("validation") != "out-of-fold":
             raise FastmaskError(
                 f"{folder} was trained on a single split: only its validation people have "
                 "out-of-fold predictions. Run with folds (e.g. --set folds=5) to check every label"
             )
-        effective = json.loads((folder / "recipe.json").read_text()).get("effective", {})
-        return cls(folder, pd.read_csv(oof_path, dtype={"person": str}), summary, effective)
+        effective = _read_json(folder / "recipe.json").get("effective", {})
+        oof = read_table(oof_path, OOF_COLUMNS, numbers=OOF_COLUMNS[2:])
+        oof["person"] = oof["person"].astype(str)
+        return cls(folder, oof, summary, effective)
+
+
+# What the ranking reads of oof.csv: the labels and every head's OOF probabilities.
+OOF_COLUMNS = (
+    "path", "person", "mask", "gender", "age_band",
+    *(c for columns in prediction_columns(MULTI).values() for c in columns),
+)  # fmt: skip
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise FastmaskError(f"cannot read {path} of the job: {err}") from err
+    if not isinstance(value, dict):
+        raise FastmaskError(f"{path}: expected a JSON object, as `fastmask run` writes it")
+    return value
 
 
 def check_data(job: Job) -> list[str]:
