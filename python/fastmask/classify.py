@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fastmask.argtypes import non_negative_int, positive_int
 from fastmask.errors import FastmaskError
 from fastmask.predict import LoadedModel, find_checkpoints, load_model, predict_probabilities
 from fastmask.schema import (
@@ -371,7 +372,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     c.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    c.add_argument("--threads", type=int, default=None, help="loader threads (all cores)")
-    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument(
+        "--threads", type=non_negative_int, default=None, help="loader threads (all cores)"
+    )
+    c.add_argument("--batch-size", type=positive_int, default=32)
     c.add_argument("--checkpoint", choices=["best", "last"], default="best", help="for runs")
     c.set_defaults(func=_run_classify)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fastmask.argtypes import non_negative_int, positive_int
 from fastmask.data import read_eval
 from fastmask.errors import FastmaskError
 from fastmask.schema import heads, outputs_by_head, prediction_columns
@@ -316,8 +317,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="DATA or DATA/eval (info.csv + images/)")
     p.add_argument("--out", required=True, help="prediction CSV to write")
     p.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=None, help="loader threads (all cores)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument(
+        "--threads", type=non_negative_int, default=None, help="loader threads (all cores)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--lenient", action="store_true", help="skip info.csv rows without a file")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fastmask.argtypes import non_negative_int
 from fastmask.errors import FastmaskError
 from fastmask.files import output_dir
 from fastmask.plots import pyplot, save_figure
@@ -259,5 +260,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or a --folds folder)")
     p.add_argument("--out", default="report", help="folder for the PNGs (default ./report)")
-    p.add_argument("--worst", type=int, default=16, help="misclassified images to show (16)")
+    p.add_argument(
+        "--worst", type=non_negative_int, default=16, help="misclassified images to show (16)"
+    )
     p.set_defaults(func=run_command)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fastmask.argtypes import positive_int
 from fastmask.data import read_table
 from fastmask.errors import FastmaskError
 from fastmask.files import output_dir, write_csv_atomic, write_text_atomic
@@ -442,6 +443,6 @@ def register(sub: Any) -> None:
         "suspects.csv, contact sheets and a commented-out corrections.csv.",
     )
     p.add_argument("run", metavar="RUN", help="folder of a finished `fastmask run` (with folds)")
-    p.add_argument("--top", type=int, default=50, help="how many suspects to keep (50)")
+    p.add_argument("--top", type=positive_int, default=50, help="how many suspects to keep (50)")
     p.add_argument("--out", help="output folder (default RUN/suspects)")
     p.set_defaults(func=run_command)
