@@ -207,3 +207,17 @@ def test_vote_and_evaluate_name_the_file_whose_ids_are_expected(tmp_path: Path):
     blank = write_sub(tmp_path / "blank.csv", [0] * 5, ["", *IDS[1:]])
     with pytest.raises(DataError, match="blank.csv: row 2 has an empty ImageID ''"):
         vote([blank, t], tmp_path / "v.csv")
+
+
+def test_combine_refuses_a_file_that_predict_recorded_for_another_task(tmp_path: Path, info: Path):
+    m = write_probs(tmp_path / "m.csv", IDS, [0] * 5, 3)
+    g = write_probs(tmp_path / "g.csv", IDS, [0] * 5, 2)
+    a = write_probs(tmp_path / "a.csv", IDS, [0] * 5, 3)
+    Path(f"{m}.json").write_text('{"task": "age"}')
+    with pytest.raises(
+        DataError, match=r"m.csv.json says .*m.csv holds predictions of an age model; .* --mask"
+    ):
+        combine(info, tmp_path / "s.csv", mask=m, gender=g, age=a)
+    Path(f"{m}.json").write_text('{"task": "mask"}')
+    Path(f"{a}.json").write_text("not json")  # unreadable: combine goes by the columns
+    combine(info, tmp_path / "s.csv", mask=m, gender=g, age=a)

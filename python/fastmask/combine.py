@@ -29,6 +29,7 @@ from fastmask.data import (
 )
 from fastmask.errors import DataError
 from fastmask.files import write_csv_atomic
+from fastmask.schema import MULTI
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +91,33 @@ def read_probabilities(path: str | Path, task: str, prefix: str = "") -> pd.Data
         raise DataError(
             f"{path}: row {int(np.argmax(bad)) + 2} has a missing or non-numeric probability"
         )
+    check_recorded_task(path, MULTI if prefix else task)
     probs.columns = [f"p{i}" for i in range(NUM_CLASSES[task])]
     probs.index = table["ImageID"]
     return probs
+
+
+def check_recorded_task(path: str | Path, task: str) -> None:
+    """Refuse a prediction file whose `predict` record names another task than its place.
+
+    Mask and age files have the same columns, so only the record tells a swap; a file
+    without a readable record (written by hand, or by an older fastmask) is taken as given.
+    """
+    import json
+
+    from fastmask.predict import record_path
+
+    side = record_path(path)
+    try:
+        recorded = json.loads(side.read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return
+    if recorded is not None and recorded != task:
+        article = "an" if str(recorded)[:1] in "aeiou" else "a"
+        raise DataError(
+            f"{side} says {path} holds predictions of {article} {recorded} model; it was "
+            f"passed as --{task}"
+        )
 
 
 def combine(

@@ -11,6 +11,7 @@ same task are averaged (soft vote). Output: `ImageID, p0, p1, ...` for a task mo
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -160,7 +161,7 @@ def predict(
     import torch
 
     from fastmask.crops import face_crop_boxes
-    from fastmask.files import write_csv_atomic
+    from fastmask.files import write_csv_atomic, write_text_atomic
     from fastmask.train.config import TrainConfig
 
     dev = torch.device(
@@ -227,6 +228,9 @@ def predict(
         for j, column in enumerate(columns):
             frame[column] = mean[:, j]
     write_csv_atomic(frame, out)
+    # mask and age files have the same columns: the task beside them lets combine tell.
+    record = {"task": task, "checkpoints": [str(c) for c in checkpoints], "tta": tta}
+    write_text_atomic(record_path(out), json.dumps(record, indent=2) + "\n")
     if failed:
         _write_fallbacks(out, table, failed, {h: int(np.argmax(p)) for h, p in prior.items()})
     else:
@@ -260,6 +264,11 @@ def _readable_rows(data: str | Path, threads: int | None) -> tuple[pd.DataFrame,
         if r.error is not None:
             failed[i] = r.error
     return table, dict(sorted(failed.items()))
+
+
+def record_path(out: str | Path) -> Path:
+    """`OUT.json` beside a prediction file: the task and checkpoints that made it."""
+    return Path(f"{out}.json")
 
 
 def fallback_path(out: str | Path) -> Path:
