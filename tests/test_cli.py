@@ -3,6 +3,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import fastmask
 from fastmask import _native
 from fastmask.cli import COMMAND_MODULES, build_parser, main
@@ -56,3 +58,23 @@ def test_an_unoptimised_build_warns_once_naming_the_fix(caplog, monkeypatch):
     assert loader.warn_if_unoptimized({"opt_level": "3", "profile": "debug"}) is False
     assert loader.warn_if_unoptimized() is False
     assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["predict", "RUN", "--data", "D", "--out", "o.csv", "--batch-size", "0"],
+        ["predict", "RUN", "--data", "D", "--out", "o.csv", "--threads", "-1"],
+        ["classify", "a.jpg", "--model", "m.ts", "--batch-size", "0"],
+        ["classify", "a.jpg", "--model", "m.ts", "--threads", "-2"],
+        ["suspects", "JOB", "--top", "0"],
+        ["report", "RUN", "--worst", "-1"],
+    ],
+)
+def test_counts_out_of_range_are_usage_errors(args, capsys):
+    # They reached the loader (ValueError, OverflowError tracebacks) or cut the suspects
+    # silently (--top -1 kept all but the last); now argparse names the flag.
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert "expected an integer >=" in capsys.readouterr().err

@@ -144,3 +144,80 @@ def test_evaluate_matches_sklearn(tmp_path: Path):
     assert np.array(saved["confusion"]).sum() == 400
     assert (tmp_path / "ev" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["evaluate", "--pred", str(p), "--truth", str(t)]) == 0
+
+
+def test_combine_refuses_a_prediction_file_that_is_not_text(tmp_path: Path, info: Path, capsys):
+    bad = tmp_path / "m.csv"
+    bad.write_bytes(b"\xff\xfe\x00\x81 not a csv")
+    g = write_probs(tmp_path / "g.csv", IDS, [0] * 5, 2)
+    a = write_probs(tmp_path / "a.csv", IDS, [0] * 5, 3)
+    with pytest.raises(DataError, match="cannot read prediction file .*m.csv"):
+        combine(info, tmp_path / "s.csv", mask=bad, gender=g, age=a)
+    args = ["--mask", str(bad), "--gender", str(g), "--age", str(a)]
+    assert main(["combine", *args, "--info", str(info), "--out", str(tmp_path / "s.csv")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_evaluate_out_that_is_a_file_is_a_clean_error(tmp_path: Path, capsys):
+    t = write_sub(tmp_path / "t.csv", [0, 1, 2, 3, 4])
+    taken = tmp_path / "ev"
+    taken.write_text("not a folder\n")
+    assert main(["evaluate", "--pred", str(t), "--truth", str(t), "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(taken) in err
+    assert taken.read_text() == "not a folder\n"
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity"])
+def test_combine_refuses_a_bias_that_is_not_a_finite_number(tmp_path: Path, info: Path, value):
+    m = write_probs(tmp_path / "m.csv", IDS, [0, 1, 2, 0, 1], 3)
+    g = write_probs(tmp_path / "g.csv", IDS, [1, 0, 1, 0, 1], 2)
+    a = write_probs(tmp_path / "a.csv", IDS, [2, 2, 0, 1, 0], 3)
+    bias = tmp_path / "bias.json"
+    bias.write_text('{"bias": [' + ", ".join([value] + ["0"] * 17) + "]}")
+    out = tmp_path / "sub.csv"
+    args = ["--mask", str(m), "--gender", str(g), "--age", str(a), "--info", str(info)]
+    assert main(["combine", *args, "--bias", str(bias), "--out", str(out)]) == 2
+    assert not out.exists()  # NaN used to turn every answer into class 0, silently
+    with pytest.raises(DataError, match="bias of class 0 is nan"):
+        combine(info, out, mask=m, gender=g, age=a, bias=[float("nan")] + [0.0] * 17)
+
+
+def test_id_checks_take_linear_time_on_the_competition_size():
+    import time
+
+    from fastmask.combine import check_ids
+
+    ids = [f"{i:040x}.jpg" for i in range(12_600)]  # eval/info.csv of the competition
+    start = time.perf_counter()
+    check_ids("p.csv", ids[::-1], ids)
+    assert time.perf_counter() - start < 2.0  # was 5 s a file: a set rebuilt for every id
+
+
+def test_vote_and_evaluate_name_the_file_whose_ids_are_expected(tmp_path: Path):
+    t = write_sub(tmp_path / "truth.csv", [0, 1, 2, 3, 4])
+    short = write_sub(tmp_path / "short.csv", [0] * 4, IDS[:4])
+    more = write_sub(tmp_path / "more.csv", [0] * 6, [*IDS, "f" * 40 + ".jpg"])
+    with pytest.raises(DataError, match=r"short.csv: 1 ImageID\(s\) of .*truth.csv have no"):
+        evaluate(short, t)
+    with pytest.raises(DataError, match=r"more.csv: 1 ImageID\(s\) are not in .*truth.csv"):
+        evaluate(more, t)
+    with pytest.raises(DataError, match=r"short.csv: 1 ImageID\(s\) of .*truth.csv have no"):
+        vote([t, short], tmp_path / "v.csv")
+    blank = write_sub(tmp_path / "blank.csv", [0] * 5, ["", *IDS[1:]])
+    with pytest.raises(DataError, match="blank.csv: row 2 has an empty ImageID ''"):
+        vote([blank, t], tmp_path / "v.csv")
+
+
+def test_combine_refuses_a_file_that_predict_recorded_for_another_task(tmp_path: Path, info: Path):
+    m = write_probs(tmp_path / "m.csv", IDS, [0] * 5, 3)
+    g = write_probs(tmp_path / "g.csv", IDS, [0] * 5, 2)
+    a = write_probs(tmp_path / "a.csv", IDS, [0] * 5, 3)
+    Path(f"{m}.json").write_text('{"task": "age"}')
+    with pytest.raises(
+        DataError, match=r"m.csv.json says .*m.csv holds predictions of an age model; .* --mask"
+    ):
+        combine(info, tmp_path / "s.csv", mask=m, gender=g, age=a)
+    Path(f"{m}.json").write_text('{"task": "mask"}')
+    Path(f"{a}.json").write_text("not json")  # unreadable: combine goes by the columns
+    combine(info, tmp_path / "s.csv", mask=m, gender=g, age=a)

@@ -183,3 +183,16 @@ def test_export_refusals(runs, exported, monkeypatch, tmp_path: Path):
     )
     with pytest.raises(FastmaskError, match=r"pip install 'fastmask\[onnx\]'"):
         export_model(runs["mask"], "onnx", tmp_path / "x.onnx")
+
+
+def test_corrupt_exported_file_is_a_clean_error(exported, images, tmp_path: Path, capsys):
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(exported["multi_ts"].read_bytes()[:3000])
+    sidecar_path(cut).write_bytes(sidecar_path(exported["multi_ts"]).read_bytes())
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    for bad in (cut, junk):
+        with pytest.raises(FastmaskError, match=f"cannot load .*{bad.name}"):
+            load_exported(bad, CPU)
+        assert cli.main(["classify", images[0], "--model", str(bad), "--threads", "2"]) == 2
+        assert capsys.readouterr().err.startswith("error: ")

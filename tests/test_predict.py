@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +75,33 @@ def test_whole_job_through_the_cli(runs, tmp_path: Path, capsys):
                      "--out", str(tmp_path / "ev")]) == 0  # fmt: skip
     assert "macro F1" in capsys.readouterr().out
     assert (tmp_path / "ev" / "confusion.png").exists()
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b"\x80\x02}q\x00.", b""])
+def test_a_file_that_is_not_a_checkpoint_is_a_clean_error(tmp_path: Path, capsys, content):
+    from fastmask.train.runfiles import load_checkpoint
+
+    bad = tmp_path / "notes.pt"
+    bad.write_bytes(content)
+    with pytest.raises(FastmaskError, match="notes.pt"):
+        load_checkpoint(bad)
+    out = tmp_path / "p.csv"
+    assert cli.main(["predict", str(bad), "--data", str(tmp_path), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("error: ") and not out.exists()
+
+
+def test_age_predictions_passed_as_mask_are_refused(runs, tmp_path: Path, capsys):
+    # mask and age both have 3 classes: their files have the same columns, so only the
+    # task that predict records beside the CSV tells them apart.
+    files = {t: tmp_path / f"{t}.csv" for t in ("mask", "gender", "age")}
+    for task, out in files.items():
+        predict([runs[task]], runs["data"], out, threads=2)
+        assert json.loads(Path(f"{out}.json").read_text())["task"] == task
+    info = str(runs["data"] / "eval" / "info.csv")
+    sub = tmp_path / "sub.csv"
+    swapped = ["--mask", str(files["age"]), "--gender", str(files["gender"]), "--age",
+               str(files["mask"]), "--info", info, "--out", str(sub)]  # fmt: skip
+    assert cli.main(["combine", *swapped]) == 2
+    err = capsys.readouterr().err
+    assert "age.csv" in err and "age model" in err and "--mask" in err
+    assert not sub.exists()

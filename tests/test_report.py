@@ -99,3 +99,33 @@ def test_report_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     printed = capsys.readouterr().out.split()
     assert str(tmp_path / "figs" / "curves.png") in printed
     assert (tmp_path / "figs" / "run_worst.png").exists()
+
+
+@pytest.mark.parametrize(
+    "name, text, column",
+    [
+        ("metrics.csv", "epoch,phase\n1,train\n", "train_loss"),
+        ("metrics.csv", "garbage\n", "epoch"),
+        ("val_predictions.csv", "path,person\nx.jpg,p\n", "true"),
+    ],
+)
+def test_report_refuses_run_files_without_their_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, text: str, column: str
+) -> None:
+    run = fake_run(tmp_path / "run", [0.4, 0.6])
+    (run / name).write_text(text)
+    with pytest.raises(FastmaskError, match=rf"{name}.*{column}"):
+        write_report([run], tmp_path / "out")
+    assert cli.main(["report", str(run), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_report_out_that_is_a_file_is_a_clean_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = fake_run(tmp_path / "run", [0.4, 0.6])
+    taken = tmp_path / "out"
+    taken.write_text("x\n")
+    assert cli.main(["report", str(run), "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(taken) in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,44 @@ def test_corrections_round_trip_through_the_loader(tmp_path: Path):
 def test_age_for_band_is_the_nearest_age_in_the_band():
     assert [age_for_band(45, 0), age_for_band(29, 1), age_for_band(58, 2)] == [29, 30, 60]
     assert [age_for_band(62, 1), age_for_band(40, 1), age_for_band(25, 0)] == [59, 40, 25]
+
+
+def fake_job(folder: Path) -> Path:
+    """The files suspects reads from a finished `fastmask run` job with folds."""
+    folder.mkdir()
+    oof_with_errors().to_csv(folder / "oof.csv", index=False)
+    (folder / "summary.json").write_text('{"validation": "out-of-fold", "data": "/none"}')
+    (folder / "recipe.json").write_text('{"effective": {}}')
+    return folder
+
+
+def _drop_column(job: Path) -> None:
+    pd.read_csv(job / "oof.csv").drop(columns="mask_p2").to_csv(job / "oof.csv", index=False)
+
+
+def _nan_probability(job: Path) -> None:
+    oof = pd.read_csv(job / "oof.csv")
+    oof.loc[3, "gender_p0"] = float("nan")
+    oof.to_csv(job / "oof.csv", index=False)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda job: (job / "recipe.json").unlink(), "recipe.json"),
+        (lambda job: (job / "summary.json").write_text("{"), "summary.json"),
+        (lambda job: (job / "oof.csv").write_bytes(b"\xff\xfe\x00"), "oof.csv"),
+        (_drop_column, "oof.csv.*mask_p2"),
+        (_nan_probability, "oof.csv.*gender_p0"),
+    ],
+)
+def test_a_damaged_job_is_a_clean_error(tmp_path: Path, capsys, damage, message):
+    from fastmask import cli
+
+    job = fake_job(tmp_path / "job")
+    damage(job)
+    assert cli.main(["suspects", str(job), "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert re.search(message, err), err
+    assert not (tmp_path / "s" / "suspects.csv").exists()

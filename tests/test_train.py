@@ -434,3 +434,21 @@ def test_device_cuda_gives_each_torchrun_rank_its_own_gpu(monkeypatch: pytest.Mo
         assert setup_context(flag).device == torch.device("cuda", 3)
     assert setup_context("cuda:1").device == torch.device("cuda", 1)
     assert chosen == [torch.device("cuda", 3)] * 2 + [torch.device("cuda", 1)]
+
+
+def test_out_of_an_existing_run_refuses_other_settings(data: Path, tmp_path: Path) -> None:
+    # train continues a run folder that holds last.pt; with other settings it used to mix
+    # them into the old weights and overwrite config.json (or crash on a state-dict mismatch).
+    run = tmp_path / "run"
+    parse = cli.build_parser().parse_args
+    same = ["--data", str(data), "--out", str(run), "--model", "resnet18", "--lr", "1e-3"]
+    config, folder = config_for_args(parse(["train", "gender", *same]))
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config.to_json()))
+    (run / "last.pt").write_bytes(b"")
+    assert config_for_args(parse(["train", "gender", *same])) == (config, folder)
+    assert config_for_args(parse(["train", "gender", *same, "--epochs", "3"]))[0].epochs == 3
+    with pytest.raises(FastmaskError, match=r"--lr differ .*--resume .*another --out"):
+        config_for_args(parse(["train", "gender", *same, "--lr", "0.1"]))
+    with pytest.raises(FastmaskError, match="holds a gender run, not age"):
+        config_for_args(parse(["train", "age", *same]))

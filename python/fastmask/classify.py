@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fastmask.argtypes import non_negative_int, positive_int
 from fastmask.errors import FastmaskError
 from fastmask.predict import LoadedModel, find_checkpoints, load_model, predict_probabilities
 from fastmask.schema import (
@@ -117,8 +118,11 @@ def _make_runner(
     if fmt == "torchscript":
         extra = {METADATA_KEY: ""}
         f = io.BytesIO(source) if isinstance(source, bytes) else str(source)
-        with _quiet_torch_deprecations():
-            module = torch.jit.load(f, map_location=device, _extra_files=extra)
+        try:
+            with _quiet_torch_deprecations():
+                module = torch.jit.load(f, map_location=device, _extra_files=extra)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise _unloadable(source, fmt, err) from err
         module.eval()
         embedded = extra[METADATA_KEY]
         text = embedded.decode() if isinstance(embedded, bytes) else embedded
@@ -128,11 +132,21 @@ def _make_runner(
 
     if device.type != "cpu":
         log.info("ONNX models run on the CPU here (onnxruntime CPUExecutionProvider)")
-    session = onnxruntime.InferenceSession(
-        source if isinstance(source, bytes) else str(source), providers=["CPUExecutionProvider"]
-    )
+    try:
+        session = onnxruntime.InferenceSession(
+            source if isinstance(source, bytes) else str(source),
+            providers=["CPUExecutionProvider"],
+        )
+    except Exception as err:  # onnxruntime's errors share no base class but Exception
+        raise _unloadable(source, fmt, err) from err
     meta = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     return ExportedRunner(fmt, session, heads), meta
+
+
+def _unloadable(source: bytes | Path, fmt: str, err: Exception) -> FastmaskError:
+    name = "the exported model" if isinstance(source, bytes) else str(source)
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return FastmaskError(f"cannot load {name} as a {fmt} model (truncated or not one?): {reason}")
 
 
 def _close(values: Any, reference: Sequence[float]) -> bool:
@@ -358,7 +372,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     c.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    c.add_argument("--threads", type=int, default=None, help="loader threads (all cores)")
-    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument(
+        "--threads", type=non_negative_int, default=None, help="loader threads (all cores)"
+    )
+    c.add_argument("--batch-size", type=positive_int, default=32)
     c.add_argument("--checkpoint", choices=["best", "last"], default="best", help="for runs")
     c.set_defaults(func=_run_classify)

@@ -29,6 +29,7 @@ from fastmask.data import (
 )
 from fastmask.errors import DataError
 from fastmask.files import write_csv_atomic
+from fastmask.schema import MULTI
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +44,27 @@ def read_info_ids(info: str | Path) -> list[str]:
     return ids
 
 
-def check_ids(path: str | Path, ids: Sequence[str], expected: Sequence[str]) -> None:
-    """Refuse a file whose ImageIDs miss, repeat or add any of `expected`."""
+def check_ids(
+    path: str | Path, ids: Sequence[str], expected: Sequence[str], against: str | Path = "info.csv"
+) -> None:
+    """Refuse a file whose ImageIDs are empty, or miss, repeat or add any of `expected` (the
+    ImageIDs of the file `against`)."""
+    blank = [k for k, i in enumerate(ids) if not isinstance(i, str) or not i.strip()]
+    if blank:
+        raise DataError(f"{path}: row {blank[0] + 2} has an empty ImageID {ids[blank[0]]!r}")
     seen = pd.Series(list(ids))
     dup = seen[seen.duplicated()].tolist()
     if dup:
         raise DataError(f"{path}: ImageID {dup[0]} appears {int((seen == dup[0]).sum())} times")
-    missing = [i for i in expected if i not in set(ids)]
+    given, wanted = set(ids), set(expected)
+    missing = [i for i in expected if i not in given]
     if missing:
         raise DataError(
-            f"{path}: {len(missing)} ImageID(s) of info.csv have no prediction, e.g. {missing[0]}"
+            f"{path}: {len(missing)} ImageID(s) of {against} have no prediction, e.g. {missing[0]}"
         )
-    extra = [i for i in ids if i not in set(expected)]
+    extra = [i for i in ids if i not in wanted]
     if extra:
-        raise DataError(f"{path}: {len(extra)} ImageID(s) are not in info.csv, e.g. {extra[0]}")
+        raise DataError(f"{path}: {len(extra)} ImageID(s) are not in {against}, e.g. {extra[0]}")
 
 
 def read_probabilities(path: str | Path, task: str, prefix: str = "") -> pd.DataFrame:
@@ -65,7 +73,7 @@ def read_probabilities(path: str | Path, task: str, prefix: str = "") -> pd.Data
         raise DataError(f"task {task!r}: expected one of {', '.join(TASKS)}")
     try:
         table = pd.read_csv(path, dtype={"ImageID": str})
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataError(f"cannot read prediction file {path}: {err}") from err
     if "ImageID" not in table.columns:
         raise DataError(f"{path}: no ImageID column (columns: {list(table.columns)})")
@@ -83,9 +91,33 @@ def read_probabilities(path: str | Path, task: str, prefix: str = "") -> pd.Data
         raise DataError(
             f"{path}: row {int(np.argmax(bad)) + 2} has a missing or non-numeric probability"
         )
+    check_recorded_task(path, MULTI if prefix else task)
     probs.columns = [f"p{i}" for i in range(NUM_CLASSES[task])]
     probs.index = table["ImageID"]
     return probs
+
+
+def check_recorded_task(path: str | Path, task: str) -> None:
+    """Refuse a prediction file whose `predict` record names another task than its place.
+
+    Mask and age files have the same columns, so only the record tells a swap; a file
+    without a readable record (written by hand, or by an older fastmask) is taken as given.
+    """
+    import json
+
+    from fastmask.predict import record_path
+
+    side = record_path(path)
+    try:
+        recorded = json.loads(side.read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return
+    if recorded is not None and recorded != task:
+        article = "an" if str(recorded)[:1] in "aeiou" else "a"
+        raise DataError(
+            f"{side} says {path} holds predictions of {article} {recorded} model; it was "
+            f"passed as --{task}"
+        )
 
 
 def combine(
@@ -137,6 +169,9 @@ def answers(probs: dict[str, np.ndarray], bias: Sequence[float] | None = None) -
     values = np.asarray(bias, dtype=np.float64)
     if values.shape != (NUM_CLASSES["class"],):
         raise DataError(f"bias has {values.size} values; expected one per class (18)")
+    if not np.isfinite(values).all():
+        k = int(np.argmax(~np.isfinite(values)))
+        raise DataError(f"bias of class {k} is {values[k]}; expected 18 finite numbers")
     return biased_answers(joint_log_probs(probs), values)
 
 
@@ -149,6 +184,8 @@ def read_bias(path: str | Path) -> list[float]:
         values = [float(v) for v in raw["bias"]]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(f"{path}: expected JSON with a list 'bias' of 18 numbers") from err
+    if not np.isfinite(values).all():
+        raise DataError(f"{path}: 'bias' holds {values}; expected 18 finite numbers")
     return values
 
 
@@ -188,11 +225,11 @@ def vote(paths: Sequence[str | Path], out: str | Path, *, by: str = "task") -> p
         raise DataError(f"--by {by!r}: expected task or class")
     first = read_submission(paths[0])
     ids = first["ImageID"].tolist()
-    check_ids(paths[0], ids, ids)
+    check_ids(paths[0], ids, ids, paths[0])
     columns = []
     for p in paths:
         sub = read_submission(p)
-        check_ids(p, sub["ImageID"].tolist(), ids)
+        check_ids(p, sub["ImageID"].tolist(), ids, paths[0])
         columns.append(sub.set_index("ImageID").loc[ids, "ans"].to_numpy())
     votes = np.stack(columns, axis=1)
     if by == "class":

@@ -330,6 +330,29 @@ def read_csv_checked(path: Path, columns: Sequence[str]) -> pd.DataFrame:
     return table
 
 
+def read_table(path: Path, columns: Sequence[str], numbers: Sequence[str] = ()) -> pd.DataFrame:
+    """Read a CSV that fastmask wrote: `columns` must be there (in any order), and `numbers`
+    must hold a finite number in every row; a clear error naming the file otherwise."""
+    try:
+        table = pd.read_csv(path)
+    except (OSError, ValueError) as err:  # pandas' parser and decoding errors are ValueErrors
+        raise DataError(f"cannot read {path}: {err}") from err
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataError(
+            f"{path} has no column {', '.join(missing)} (columns: {', '.join(map(str, table))})"
+        )
+    values = table[list(numbers)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    bad = np.argwhere(~np.isfinite(values))
+    if bad.size:
+        row, col = bad[0]
+        raise DataError(
+            f"{path}: row {row + 2} has {numbers[col]} {table[numbers[col]].iloc[row]!r}, "
+            "expected a number"
+        )
+    return table
+
+
 # ---------------------------------------------------------------------------------------
 # Corrections
 # ---------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from fastmask import data as D
+from fastmask.argtypes import positive_int
 from fastmask.files import write_text_atomic
 from fastmask.plots import DPI, pyplot, save_figure
 
@@ -414,16 +415,6 @@ def analyse(
     return summary
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
 def register(sub: Any) -> None:
     """Add the `eda` command to the CLI's subparsers."""
     p = sub.add_parser(
@@ -459,7 +450,7 @@ def register(sub: Any) -> None:
     p.add_argument("--lenient", action="store_true", help="skip broken items with a warning")
     p.add_argument(
         "--samples",
-        type=_positive_int,
+        type=positive_int,
         default=4,
         metavar="N",
         help="random images per class in samples.png (default: 4)",

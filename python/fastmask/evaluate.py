@@ -42,16 +42,15 @@ def evaluate(pred: str | Path, truth: str | Path, out: str | Path | None = None)
     truth_table = read_submission(truth)
     pred_table = read_submission(pred)
     ids = truth_table["ImageID"].tolist()
-    check_ids(truth, ids, ids)
-    check_ids(pred, pred_table["ImageID"].tolist(), ids)
+    check_ids(truth, ids, ids, truth)
+    check_ids(pred, pred_table["ImageID"].tolist(), ids, truth)
     p = pred_table.set_index("ImageID").loc[ids, "ans"].to_numpy()
     result = score(p, truth_table["ans"].to_numpy())
     if out is not None:
-        from fastmask.files import write_text_atomic
+        from fastmask.files import output_dir, write_text_atomic
         from fastmask.report import plot_confusion
 
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        out = output_dir(out)
         write_text_atomic(out / "evaluation.json", json.dumps(result, indent=2) + "\n")
         plot_confusion(
             np.asarray(result["confusion"]),

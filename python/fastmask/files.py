@@ -41,6 +41,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
+def output_dir(path: str | Path) -> Path:
+    """Make the folder `path` (and its parents) for outputs; a WriteError names it if it cannot
+    be one (a file of that name, no permission)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise WriteError(f"cannot make output folder {path}: {reason}") from err
+    return path
+
+
 def write_with(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Call `write(temp_path)`, then move the result into place."""
     with atomic_path(path) as tmp:

@@ -11,6 +11,7 @@ same task are averaged (soft vote). Output: `ImageID, p0, p1, ...` for a task mo
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fastmask.argtypes import non_negative_int, positive_int
 from fastmask.data import read_eval
 from fastmask.errors import FastmaskError
 from fastmask.schema import heads, outputs_by_head, prediction_columns
@@ -159,7 +161,7 @@ def predict(
     import torch
 
     from fastmask.crops import face_crop_boxes
-    from fastmask.files import write_csv_atomic
+    from fastmask.files import write_csv_atomic, write_text_atomic
     from fastmask.train.config import TrainConfig
 
     dev = torch.device(
@@ -226,6 +228,9 @@ def predict(
         for j, column in enumerate(columns):
             frame[column] = mean[:, j]
     write_csv_atomic(frame, out)
+    # mask and age files have the same columns: the task beside them lets combine tell.
+    record = {"task": task, "checkpoints": [str(c) for c in checkpoints], "tta": tta}
+    write_text_atomic(record_path(out), json.dumps(record, indent=2) + "\n")
     if failed:
         _write_fallbacks(out, table, failed, {h: int(np.argmax(p)) for h, p in prior.items()})
     else:
@@ -259,6 +264,11 @@ def _readable_rows(data: str | Path, threads: int | None) -> tuple[pd.DataFrame,
         if r.error is not None:
             failed[i] = r.error
     return table, dict(sorted(failed.items()))
+
+
+def record_path(out: str | Path) -> Path:
+    """`OUT.json` beside a prediction file: the task and checkpoints that made it."""
+    return Path(f"{out}.json")
 
 
 def fallback_path(out: str | Path) -> Path:
@@ -316,8 +326,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="DATA or DATA/eval (info.csv + images/)")
     p.add_argument("--out", required=True, help="prediction CSV to write")
     p.add_argument("--tta", action="store_true", help="average with horizontally flipped images")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=None, help="loader threads (all cores)")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument(
+        "--threads", type=non_negative_int, default=None, help="loader threads (all cores)"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--lenient", action="store_true", help="skip info.csv rows without a file")

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fastmask.argtypes import non_negative_int
 from fastmask.errors import FastmaskError
+from fastmask.files import output_dir
 from fastmask.plots import pyplot, save_figure
 
 if TYPE_CHECKING:
@@ -60,16 +62,21 @@ def find_runs(paths: Sequence[str | Path]) -> list[Path]:
     return runs
 
 
-def load_run(folder: Path, label: str) -> RunFiles:
-    import pandas as pd
+# The columns of the run files that the figures read.
+METRICS_COLUMNS = ("epoch", "train_loss", "val_loss", "val_macro_f1")
+PREDICTION_COLUMNS = ("path", "person", "true", "pred", "true_name", "pred_name", "confidence")
 
+
+def load_run(folder: Path, label: str) -> RunFiles:
+    from fastmask.data import read_table
+
+    metrics = read_table(folder / "metrics.csv", METRICS_COLUMNS)
     try:
-        metrics = pd.read_csv(folder / "metrics.csv")
         summary = json.loads((folder / "summary.json").read_text())
     except (OSError, ValueError) as err:
         raise FastmaskError(f"cannot read run {folder}: {err}") from err
     pred_path = folder / "val_predictions.csv"
-    predictions = pd.read_csv(pred_path) if pred_path.exists() else None
+    predictions = read_table(pred_path, PREDICTION_COLUMNS) if pred_path.exists() else None
     return RunFiles(folder, label, metrics, summary, predictions)
 
 
@@ -217,8 +224,7 @@ def write_report(paths: Sequence[str | Path], out: str | Path, worst: int = 16) 
 
     folders = find_runs(paths)
     runs = [load_run(f, label) for f, label in zip(folders, run_labels(folders), strict=True)]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out)
     written = [plot_curves(runs, out / "curves.png")]
     for run in runs:
         if run.summary.get("per_class_f1"):
@@ -254,5 +260,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (or a --folds folder)")
     p.add_argument("--out", default="report", help="folder for the PNGs (default ./report)")
-    p.add_argument("--worst", type=int, default=16, help="misclassified images to show (16)")
+    p.add_argument(
+        "--worst", type=non_negative_int, default=16, help="misclassified images to show (16)"
+    )
     p.set_defaults(func=run_command)

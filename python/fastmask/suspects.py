@@ -31,9 +31,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fastmask.argtypes import positive_int
+from fastmask.data import read_table
 from fastmask.errors import FastmaskError
-from fastmask.files import write_csv_atomic, write_text_atomic
-from fastmask.schema import AGE_NAMES, DEFAULT_AGE_BOUNDS, GENDER_NAMES, MASK_NAMES
+from fastmask.files import output_dir, write_csv_atomic, write_text_atomic
+from fastmask.schema import (
+    AGE_NAMES,
+    DEFAULT_AGE_BOUNDS,
+    GENDER_NAMES,
+    MASK_NAMES,
+    MULTI,
+    prediction_columns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +99,33 @@ class Job:
                 f"{folder}: no summary.json and oof.csv of a finished `fastmask run`; run the "
                 "job to the end first"
             )
-        summary = json.loads(summary_path.read_text())
+        summary = _read_json(summary_path)
         if summary.get("validation") != "out-of-fold":
             raise FastmaskError(
                 f"{folder} was trained on a single split: only its validation people have "
                 "out-of-fold predictions. Run with folds (e.g. --set folds=5) to check every label"
             )
-        effective = json.loads((folder / "recipe.json").read_text()).get("effective", {})
-        return cls(folder, pd.read_csv(oof_path, dtype={"person": str}), summary, effective)
+        effective = _read_json(folder / "recipe.json").get("effective", {})
+        oof = read_table(oof_path, OOF_COLUMNS, numbers=OOF_COLUMNS[2:])
+        oof["person"] = oof["person"].astype(str)
+        return cls(folder, oof, summary, effective)
+
+
+# What the ranking reads of oof.csv: the labels and every head's OOF probabilities.
+OOF_COLUMNS = (
+    "path", "person", "mask", "gender", "age_band",
+    *(c for columns in prediction_columns(MULTI).values() for c in columns),
+)  # fmt: skip
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise FastmaskError(f"cannot read {path} of the job: {err}") from err
+    if not isinstance(value, dict):
+        raise FastmaskError(f"{path}: expected a JSON object, as `fastmask run` writes it")
+    return value
 
 
 def check_data(job: Job) -> list[str]:
@@ -376,7 +404,7 @@ def write_suspects(
     for w in warnings:
         log.warning("%s", w)
     folder = Path(out) if out is not None else job.folder / "suspects"
-    folder.mkdir(parents=True, exist_ok=True)
+    output_dir(folder)
     for old in folder.glob("suspects_*.png"):
         old.unlink()
     table = find_suspects(job.oof).head(top)
@@ -415,6 +443,6 @@ def register(sub: Any) -> None:
         "suspects.csv, contact sheets and a commented-out corrections.csv.",
     )
     p.add_argument("run", metavar="RUN", help="folder of a finished `fastmask run` (with folds)")
-    p.add_argument("--top", type=int, default=50, help="how many suspects to keep (50)")
+    p.add_argument("--top", type=positive_int, default=50, help="how many suspects to keep (50)")
     p.add_argument("--out", help="output folder (default RUN/suspects)")
     p.set_defaults(func=run_command)

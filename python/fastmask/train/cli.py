@@ -66,7 +66,9 @@ def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
         if "data" not in given:
             raise FastmaskError("--data DATA is required (or --resume RUN)")
         config = resolve_config(args.task, given)
-        return config, Path(args.out) if args.out else default_run_dir(config)
+        run_dir = Path(args.out) if args.out else default_run_dir(config)
+        check_continues(run_dir, config, args.task)
+        return config, run_dir
     run_dir = Path(args.resume)
     config_path = run_dir / "config.json"
     if not config_path.exists():
@@ -75,11 +77,10 @@ def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     if config.task != args.task:
         raise FastmaskError(f"--resume {run_dir} is a {config.task} run, not {args.task}")
     changes = {k: v for k, v in given.items() if getattr(config, k) != v}
-    refused = sorted(k for k in changes if k not in RESUME_OVERRIDABLE)
+    refused = refused_flags(changes)
     if refused:
-        flags = ", ".join("--" + k.replace("_", "-") for k in refused)
         raise FastmaskError(
-            f"{flags} differ from the config of {run_dir}; a resumed run keeps its settings "
+            f"{refused} differ from the config of {run_dir}; a resumed run keeps its settings "
             f"(only {', '.join('--' + k.replace('_', '-') for k in RESUME_OVERRIDABLE)} may change)"
         )
     if "epochs" in changes or "extra_epochs" in changes:
@@ -92,6 +93,42 @@ def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
         )
     validate_config(config)
     return config, run_dir
+
+
+def refused_flags(changes: dict[str, Any]) -> str:
+    """The flags of `changes` a continued run may not change, e.g. "--lr, --model" ("" if none)."""
+    return ", ".join(
+        "--" + k.replace("_", "-") for k in sorted(changes) if k not in RESUME_OVERRIDABLE
+    )
+
+
+def check_continues(run_dir: Path, config: TrainConfig, task: str) -> None:
+    """A new run whose folder already holds a checkpoint continues it (the loop resumes from
+    last.pt), so it must be the same run: the same task and settings, as --resume requires."""
+    config_path = run_dir / "config.json"
+    resumable = (run_dir / "last.pt").exists() or any(run_dir.glob("fold*/last.pt"))
+    if not resumable or not config_path.exists():
+        return
+    try:
+        saved = TrainConfig.from_json(json.loads(config_path.read_text()))
+    except (OSError, ValueError, TypeError) as err:
+        raise FastmaskError(
+            f"{config_path}: cannot read the config of the run there: {err}"
+        ) from err
+    again = f"continue it with --resume {run_dir}, or pass another --out"
+    if saved.task != task:
+        raise FastmaskError(f"{run_dir} holds a {saved.task} run, not {task}: {again}")
+    changes = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if getattr(config, f.name) != getattr(saved, f.name)
+    }
+    refused = refused_flags(changes)
+    if refused:
+        raise FastmaskError(
+            f"{refused} differ from the config of the run in {run_dir}, which train would "
+            f"continue from its last.pt: {again}"
+        )
 
 
 def run_command(args: argparse.Namespace) -> int:

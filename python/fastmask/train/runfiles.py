@@ -102,8 +102,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as err:
-        raise FastmaskError(f"cannot read checkpoint {path}: {err}") from err
+    except Exception as err:  # noqa: BLE001
+        # A file that is not a checkpoint fails inside torch's unpickler with whatever the
+        # bytes happen to trigger (KeyError, UnpicklingError, ...): all mean "not readable".
+        reason = str(err) or type(err).__name__
+        raise FastmaskError(f"cannot read checkpoint {path}: {reason}") from err
     version = ckpt.get("format_version") if isinstance(ckpt, dict) else None
     if version != CHECKPOINT_VERSION:
         raise FastmaskError(
