@@ -58,6 +58,10 @@ def test_job_writes_every_output(finished: Path, data: Path):
     info = pd.read_csv(data / "eval" / "info.csv")
     assert list(sub.columns) == ["ImageID", "ans"] and list(sub["ImageID"]) == list(info["ImageID"])
     assert sub["ans"].between(0, 17).all()
+    for task in ("mask", "gender", "age"):
+        # One record per prediction file: predict's task (combine checks it) and run's stamp.
+        record = json.loads((finished / "pred" / f"{task}.csv.json").read_text())
+        assert record["task"] == task and record["stamp"], task
 
 
 def test_oof_predicts_every_image_once_by_the_fold_that_held_it_out(finished: Path, data: Path):

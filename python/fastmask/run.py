@@ -267,7 +267,7 @@ class Job:
         }
 
     def predictions(self) -> dict[str, Path]:
-        from fastmask.predict import predict
+        from fastmask.predict import predict, record_path
 
         threads = self.threads()
         device = self.runtime.get("device") or self.recipe.train.get("device") or "auto"
@@ -275,7 +275,7 @@ class Job:
         out = {}
         for task in self.recipe.tasks:
             path = self.out / "pred" / f"{task}.csv"
-            stamp_path = path.with_name(path.name + ".json")
+            stamp_path = record_path(path)  # predict's record of the file, stamped below
             stamp = self.prediction_stamp(task)
             old = read_json(stamp_path)
             if path.exists() and old is not None and old.get("stamp") == stamp:
@@ -295,7 +295,9 @@ class Job:
                 on_error=self.recipe.predict["on_error"],
             )
             seconds = time.perf_counter() - start
-            write_json(stamp_path, {"stamp": stamp, "seconds": seconds})
+            # Added to predict's own record (task, checkpoints), which combine still reads.
+            record = read_json(stamp_path) or {}
+            write_json(stamp_path, {**record, "stamp": stamp, "seconds": seconds})
             out[task] = path
         return out
 
