@@ -148,6 +148,47 @@ def test_classify_three_task_models_in_any_order(runs, exported, images, capsys)
     assert all(" mask " in line and " age " in line for line in lines)
 
 
+def test_classify_feeds_a_face_crop_model_the_faces_its_detector_finds(
+    runs, images, tmp_path: Path, capsys
+):
+    from fastmask.crops import boxes_from_faces, face_detector
+    from fastmask.faces import detect_paths
+
+    # The tiny multi run as if trained with --crop face: classify must frame images as
+    # predict does (face box grown by the margin), not with the centre crop.
+    ckpt = torch.load(runs["multi"] / "best.pt", map_location="cpu", weights_only=True)
+    ckpt["config"] = {**ckpt["config"], "crop": "face", "face_margin": 0.2}
+    face_run = tmp_path / "face_run"
+    face_run.mkdir()
+    torch.save(ckpt, face_run / "best.pt")
+    faces = detect_paths(images, "mtcnn")
+    assert any(f is not None for f in faces), "some synthetic faces should be found"
+    boxes = boxes_from_faces("face", 0.2, faces)
+    model = load_model(face_run / "best.pt", CPU)
+    framed = predict_probabilities(model, images, device=CPU, threads=2, crop_boxes=boxes)
+    centre = predict_probabilities(model, images, device=CPU, threads=2)
+    assert not np.allclose(framed["age"], centre["age"], atol=1e-4)  # the framing matters
+
+    argv = ["classify", *images, "--model", str(face_run), "--threads", "2", "--json"]
+    assert cli.main([*argv, "--detector", "mtcnn"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    for i, r in enumerate(records):
+        for head in TASKS:
+            got = list(r["probabilities"][head].values())
+            np.testing.assert_allclose(got, framed[head][i], atol=1e-5)
+        assert (r["face"] is None) == (faces[i] is None)
+
+    # The detector comes from the run's faces file record, and travels in the export.
+    record = tmp_path / "faces.csv.json"
+    record.write_text(json.dumps({"detector": {"name": "haar-eyes"}}))
+    assert face_detector({**ckpt["config"], "faces": str(tmp_path / "faces.csv")}) == "haar-eyes"
+    assert face_detector(ckpt["config"]) == "mtcnn"  # no record: the default
+    exported = export_model(face_run, "torchscript", tmp_path / "face.ts")
+    face_crop = read_metadata(exported)["face_crop"]
+    assert face_crop == {"margin": 0.2, "aligned": False, "detector": "mtcnn"}
+    assert load_exported(exported, CPU).face_detector == "mtcnn"
+
+
 def test_classify_refuses_incomplete_or_duplicate_model_sets(runs, exported, images):
     with pytest.raises(FastmaskError, match="two age models"):
         classify(images, [runs["age"], exported["mask_onnx"], runs["age"]], threads=2)

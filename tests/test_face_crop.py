@@ -127,8 +127,10 @@ def test_face_aligned_train_and_predict_use_turned_boxes(
     assert cli.main([*argv, "--crop", "face-aligned", "--faces", str(faces_file)]) == 0
     config = json.loads((run / "config.json").read_text())
     assert (config["crop"], config["faces"]) == ("face-aligned", str(faces_file))
-    assert face_crop(config) == {"margin": 0.3, "aligned": True}
-    assert face_crop({"crop": "face", "face_margin": 0.2}) == {"margin": 0.2, "aligned": False}
+    # A hand-written faces file records no detector: classify will use the default one.
+    assert face_crop(config) == {"margin": 0.3, "aligned": True, "detector": "mtcnn"}
+    face = {"margin": 0.2, "aligned": False, "detector": "mtcnn"}
+    assert face_crop({"crop": "face", "face_margin": 0.2}) == face
     assert face_crop({"crop": "center"}) is None
     assert seen and all(b is not None and len(b) > 0 for b in seen)
     out = tmp_path / "pred.csv"

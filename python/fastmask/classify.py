@@ -7,7 +7,7 @@ images normalised as in training, plus a sidecar `FILE.json` (also embedded in t
 that says how to feed it and read it. `classify IMAGE ... --model M ...` names mask, gender,
 age band and class (0..17) of each image, with one multi model or three task models
 (exported files or runs), preprocessing through the native loader's eval crop exactly as
-`predict` does.
+`predict` does; models trained on face crops see the faces their run's detector finds.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import numpy as np
 
 from fastmask.argtypes import non_negative_int, positive_int
 from fastmask.errors import FastmaskError
+from fastmask.faces.detectors import DETECTORS
 from fastmask.predict import LoadedModel, find_checkpoints, load_model, predict_probabilities
 from fastmask.schema import (
     AGE_NAMES,
@@ -45,6 +46,8 @@ from fastmask.schema import heads as task_heads
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
+
+    from fastmask.faces import Face
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +230,8 @@ def load_exported(path: str | Path, device: torch.device) -> LoadedModel:
     runner.heads = tuple(meta["outputs"])
     size = (int(meta["image_size"][0]), int(meta["image_size"][1]))
     config = meta.get("source", {}).get("config", {})
-    return LoadedModel(path, meta["task"], runner, size, meta["augment"], config)
+    detector = (meta.get("face_crop") or {}).get("detector")
+    return LoadedModel(path, meta["task"], runner, size, meta["augment"], config, None, detector)
 
 
 def load_for_serving(source: str | Path, device: torch.device, which: str = "best") -> LoadedModel:
@@ -274,10 +278,41 @@ def check_model_set(models: Sequence[LoadedModel]) -> dict[str, LoadedModel]:
     return {t: by_task[t] for t in TASKS}
 
 
+def face_boxes(
+    models: dict[str, LoadedModel],
+    paths: Sequence[str],
+    detector: str | None = None,
+    threads: int | None = None,
+) -> tuple[dict[str, list[Any] | None], list[Face | None] | None]:
+    """Each model's crop boxes, as `predict` frames its images: a model trained on face crops
+    sees the face that its detector (or `detector`) finds, grown by its margin, or the centre
+    crop where there is none; None for a centre-crop model. Also the faces found (the first
+    detector's), None when no model crops to faces."""
+    from fastmask.crops import FACE_CROPS, boxes_from_faces, face_detector
+    from fastmask.faces import detect_paths
+
+    found: dict[str, list[Face | None]] = {}
+    boxes: dict[str, list[Any] | None] = {}
+    for task, m in models.items():
+        crop = m.config.get("crop", "center")
+        if crop not in FACE_CROPS:
+            boxes[task] = None
+            continue
+        name = detector or m.face_detector or face_detector(m.config)
+        if name not in found:
+            log.info("classify: faces by %s for the %s model (--crop %s)", name, task, crop)
+            found[name] = detect_paths(paths, name, workers=threads or os.cpu_count() or 1)
+        boxes[task] = boxes_from_faces(crop, float(m.config.get("face_margin", 0.3)), found[name])
+    return boxes, next(iter(found.values()), None)
+
+
 def classification_records(
-    paths: Sequence[str], probs: dict[str, np.ndarray]
+    paths: Sequence[str],
+    probs: dict[str, np.ndarray],
+    faces: Sequence[Face | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per image: head names, class 0..17, confidences and every head's probabilities."""
+    """Per image: head names, class 0..17, confidences and every head's probabilities; with
+    `faces`, the face box the face-cropping models were fed (None: the centre crop)."""
     picks = {h: probs[h].argmax(1) for h in TASKS}
     classes = encode_class(picks["mask"], picks["gender"], picks["age"])
     names = class_names()
@@ -301,6 +336,9 @@ def classification_records(
                 },
             }
         )
+        if faces is not None:
+            face = faces[i]
+            records[-1]["face"] = None if face is None else [round(float(v), 1) for v in face.box]
     return records
 
 
@@ -313,8 +351,12 @@ def classify(
     threads: int | None = None,
     batch_size: int = 32,
     which: str = "best",
+    detector: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Classify `images` with one multi model or three task models; one record per image."""
+    """Classify `images` with one multi model or three task models; one record per image.
+
+    Models trained on face crops are fed the faces found by the detector their run used (or
+    `detector`), as `predict` feeds them the run's faces.csv."""
     import torch
 
     dev = torch.device(
@@ -322,21 +364,29 @@ def classify(
     )
     models = check_model_set([load_for_serving(s, dev, which) for s in sources])
     paths = [os.fspath(p) for p in images]
+    boxes, faces = face_boxes(models, paths, detector, threads)
     probs: dict[str, np.ndarray] = {}
-    for model in models.values():
+    for task, model in models.items():
         probs.update(
             predict_probabilities(
-                model, paths, device=dev, batch_size=batch_size, threads=threads, tta=tta
+                model,
+                paths,
+                device=dev,
+                batch_size=batch_size,
+                threads=threads,
+                tta=tta,
+                crop_boxes=boxes[task],
             )
         )
-    return classification_records(paths, probs)
+    return classification_records(paths, probs, faces)
 
 
 def format_record(r: dict[str, Any]) -> str:
     c = r["confidence"]
+    no_face = "  (no face found: centre crop)" if "face" in r and r["face"] is None else ""
     return (
         f"{r['path']}: class {r['class']} ({c['class']:.2f})  mask {r['mask']} ({c['mask']:.2f})"
-        f"  gender {r['gender']} ({c['gender']:.2f})  age {r['age']} ({c['age']:.2f})"
+        f"  gender {r['gender']} ({c['gender']:.2f})  age {r['age']} ({c['age']:.2f}){no_face}"
     )
 
 
@@ -349,6 +399,7 @@ def _run_classify(args: argparse.Namespace) -> int:
         threads=args.threads,
         batch_size=args.batch_size,
         which=args.checkpoint,
+        detector=args.detector,
     )
     if args.json:
         print(json.dumps(records, indent=2))
@@ -377,4 +428,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--batch-size", type=positive_int, default=32)
     c.add_argument("--checkpoint", choices=["best", "last"], default="best", help="for runs")
+    c.add_argument(
+        "--detector",
+        choices=sorted(DETECTORS),
+        default=None,
+        help="face detector for models trained on face crops (default: the one their run used)",
+    )
     c.set_defaults(func=_run_classify)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
+
+# The --crop values that frame images by their face box.
+FACE_CROPS = ("face", "face-aligned")
 
 # The centre crop of every preset when a run sets none (defined in rust/augment/config.rs).
 EVAL_CROP: dict[str, Any] = dict(_native.EVAL_CROP)
@@ -76,27 +79,51 @@ def face_crop_boxes(
     --crop face-aligned gives each box with the angle that levels its eyes,
     (x0, y0, x1, y1, angle), as `fastmask.faces.alignment` frames it; angle 0 where faces.csv
     has no landmarks. The loader turns the box about its centre (see `Loader`)."""
-    if c.crop not in ("face", "face-aligned"):
+    if c.crop not in FACE_CROPS:
         return None
-    from fastmask.faces import expand_box, load_face_boxes, load_faces
+    from fastmask.faces import load_faces
 
     source = faces_path(c, data)
     if not source.exists():
         raise FastmaskError(
             f"--crop {c.crop} needs {source}: run `python -m fastmask faces {source.parent}` first"
         )
-    out: list[CropBox | None]
-    if c.crop == "face":
-        boxes = _lookup(load_face_boxes(source), paths)
-        out = [None if b is None else expand_box(b, c.face_margin) for b in boxes]
-    else:
-        found = _lookup(load_faces(source), paths)
-        out = [None if f is None else aligned_box(f, c.face_margin) for f in found]
+    found = _lookup(load_faces(source), paths)
+    out = boxes_from_faces(c.crop, c.face_margin, found)
+    if c.crop == "face-aligned":
         eyes = [f is not None and f.landmarks is not None for f in found]
         log.info("face-aligned crop: %d images have eyes to level", sum(eyes))
     log.info("face crop: %d of %d images have a face box in %s", sum(b is not None for b in out),
              len(out), source)  # fmt: skip
     return out
+
+
+def boxes_from_faces(
+    crop: str, margin: float, faces: Sequence[Face | None]
+) -> list[CropBox | None]:
+    """The loader's box per image from its face (None: the centre crop), framed as a run with
+    --crop `crop` (face or face-aligned) and --face-margin `margin` is."""
+    from fastmask.faces import expand_box
+
+    if crop == "face":
+        return [None if f is None else expand_box(f.box, margin) for f in faces]
+    return [None if f is None else aligned_box(f, margin) for f in faces]
+
+
+def face_detector(config: Mapping[str, Any]) -> str:
+    """The detector whose boxes a face-cropping run (its config.json) was fed: the one its
+    faces file records (`faces.csv.json`), else the default one."""
+    import json
+
+    from fastmask.faces import DEFAULT_DETECTOR
+    from fastmask.train.config import TrainConfig
+
+    try:
+        record = faces_path(TrainConfig.from_json(dict(config)))
+        name = json.loads(record.with_name(record.name + ".json").read_text())["detector"]["name"]
+    except (OSError, ValueError, TypeError, KeyError, FastmaskError):
+        return DEFAULT_DETECTOR
+    return str(name)
 
 
 def aligned_box(face: Face, margin: float) -> CropBox | None:

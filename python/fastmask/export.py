@@ -38,7 +38,12 @@ from fastmask.classify import (
     read_metadata,
     sidecar_path,
 )
-from fastmask.crops import EVAL_CROP, eval_crop  # noqa: F401 - EVAL_CROP: the default
+from fastmask.crops import (
+    EVAL_CROP,  # noqa: F401 - the default centre crop, for importers
+    FACE_CROPS,
+    eval_crop,
+    face_detector,
+)
 from fastmask.errors import FastmaskError
 from fastmask.files import write_bytes_atomic
 from fastmask.predict import LoadedModel, find_checkpoints, load_model
@@ -79,11 +84,17 @@ def _tuple_outputs(model: nn.Module, heads: tuple[str, ...]) -> nn.Module:
 
 
 def face_crop(config: dict[str, Any]) -> dict[str, Any] | None:
-    """How a face-cropping run framed images (see `fastmask.crops`), None for the centre crop."""
+    """How a face-cropping run framed images (see `fastmask.crops`), None for the centre crop:
+    the margin, whether the boxes were turned to level the eyes, and the detector that found
+    the faces (classify runs the same one)."""
     crop = config.get("crop", "center")
-    if crop not in ("face", "face-aligned"):
+    if crop not in FACE_CROPS:
         return None
-    return {"margin": config.get("face_margin", 0.3), "aligned": crop == "face-aligned"}
+    return {
+        "margin": config.get("face_margin", 0.3),
+        "aligned": crop == "face-aligned",
+        "detector": face_detector(config),
+    }
 
 
 def export_metadata(loaded: LoadedModel, fmt: str, file_name: str) -> dict[str, Any]:

@@ -42,6 +42,9 @@ class LoadedModel:
     config: dict[str, Any]
     # Training class frequencies per head (None in checkpoints from before they were kept).
     class_prior: dict[str, list[float]] | None = None
+    # The face detector a face-cropping model's export recorded (None: look it up, see
+    # `fastmask.crops.face_detector`).
+    face_detector: str | None = None
 
     @property
     def heads(self) -> tuple[str, ...]:
