@@ -217,6 +217,17 @@ def test_cli_reports_a_non_data_folder(tmp_path: Path, capsys: pytest.CaptureFix
     assert not (tmp_path / "out").exists()
 
 
+def test_cli_out_that_is_a_file_is_a_clean_error(
+    quirky_data: Path, tmp_path: Path, no_plots: None, capsys: pytest.CaptureFixture[str]
+):
+    taken = tmp_path / "out"
+    taken.write_text("not a folder\n")
+    assert main(["eda", str(quirky_data), "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(taken) in err
+    assert taken.read_text() == "not a folder\n"
+
+
 def test_cli_rejects_zero_samples(quirky_data: Path, tmp_path: Path):
     with pytest.raises(SystemExit) as exc:
         main(["eda", str(quirky_data), "--out", str(tmp_path / "o"), "--samples", "0"])

@@ -35,7 +35,7 @@ import pandas as pd
 
 from fastmask import data as D
 from fastmask.argtypes import positive_int
-from fastmask.files import write_text_atomic
+from fastmask.files import output_dir, write_text_atomic
 from fastmask.plots import DPI, pyplot, save_figure
 
 log = logging.getLogger(__name__)
@@ -393,8 +393,7 @@ def analyse(
         lenient=lenient,
     )
     summary = summarise(index, _eval_image_count(index, lenient))
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_dir(out)
     written = [write_text_atomic(out_dir / "summary.json", summary_json(summary))]
     written.append(plot_counts(summary, out_dir / "counts.png"))
     written.append(plot_classes(summary, out_dir / "classes.png"))
