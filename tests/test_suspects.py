@@ -133,3 +133,23 @@ def test_a_damaged_job_is_a_clean_error(tmp_path: Path, capsys, damage, message)
     assert err.startswith("error: ")
     assert re.search(message, err), err
     assert not (tmp_path / "s" / "suspects.csv").exists()
+
+
+def test_a_second_ranking_keeps_the_corrections_a_reviewer_accepted(tmp_path: Path):
+    from fastmask.suspects import write_suspects
+
+    job = fake_job(tmp_path / "job")
+    write_suspects(job, top=3)
+    path = job / "suspects" / "corrections.csv"
+    first = path.read_text()
+    assert write_suspects(job, top=3) and path.read_text() == first  # no review: same file
+    suggestion = next(line for line in first.splitlines() if line.startswith("# 000007,mask,"))
+    accepted = suggestion[2:]
+    path.write_text(first.replace(suggestion, accepted))
+    write_suspects(job, top=5)  # a longer list, after the review
+    lines = path.read_text().splitlines()
+    assert lines.count(accepted) == 1 and suggestion not in lines
+    assert "000005" in path.read_text()  # the new suggestions are there
+    loaded = D.load_corrections(path)
+    assert ((loaded["id"] == "000007") & (loaded["field"] == "mask")).sum() == 1
+    assert len(loaded) == len(D.load_corrections("default")) + 1

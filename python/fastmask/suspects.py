@@ -22,6 +22,7 @@ images in a row with given and suggested labels), and corrections.csv in the for
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 from dataclasses import dataclass
@@ -287,9 +288,12 @@ def find_suspects(oof: pd.DataFrame) -> pd.DataFrame:
     return table[SUSPECT_COLUMNS]
 
 
-def corrections_text(table: pd.DataFrame, kept: list[str] | None = None) -> str:
+def corrections_text(
+    table: pd.DataFrame, kept: list[str] | None = None, reviewed: list[str] | None = None
+) -> str:
     """corrections.csv for `--corrections`: the corrections the job already used (`kept`,
-    CSV rows without the header), then one commented-out line per suspect."""
+    CSV rows without the header), those accepted in an earlier review of the file
+    (`reviewed`), then one commented-out line per suspect not accepted yet."""
     lines = [
         "# Suggested label corrections from `fastmask suspects`, most suspicious first.",
         "# Every suggestion is commented out: look at the contact sheets, then remove the '# '",
@@ -299,13 +303,38 @@ def corrections_text(table: pd.DataFrame, kept: list[str] | None = None) -> str:
     ]
     if kept:
         lines += ["# The corrections the job was trained with, kept:", *kept]
+    if reviewed:
+        lines += ["# Accepted in an earlier review of this file, kept:", *reviewed]
+    if kept or reviewed:
         lines.append("# Suggestions:")
+    accepted = {_correction_key(line) for line in [*(kept or []), *(reviewed or [])]}
     for row in table.itertuples(index=False):
-        if not row.correction:
+        if not row.correction or (str(row.id), row.task, row.correction) in accepted:
             continue
         note = f"rank {row.rank} score {row.score:.3f}: {row.given} -> {row.suggested}"
         lines.append(f"# {row.id},{row.task},{row.correction},default,{note.replace(',', ';')}")
     return "\n".join(lines) + "\n"
+
+
+def _correction_key(line: str) -> tuple[str, ...]:
+    """(id, field, value) of a corrections.csv row."""
+    return tuple(next(csv.reader([line]), [])[:3])
+
+
+def reviewed_corrections(path: Path, kept: list[str]) -> list[str]:
+    """The corrections a reviewer accepted in an existing corrections.csv (its uncommented
+    rows) that are not among `kept`: a new ranking must not throw that review away."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return []
+    known = {_correction_key(line) for line in kept}
+    rows = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return [
+        line
+        for line in rows[1:]  # rows[0]: the header
+        if len(_correction_key(line)) == 3 and _correction_key(line) not in known
+    ]
 
 
 def used_corrections(job: Job) -> list[str]:
@@ -405,11 +434,16 @@ def write_suspects(
         log.warning("%s", w)
     folder = Path(out) if out is not None else job.folder / "suspects"
     output_dir(folder)
+    table = find_suspects(job.oof).head(top)
+    kept = used_corrections(job)
+    reviewed = reviewed_corrections(folder / "corrections.csv", kept)
+    if reviewed:
+        log.info("keeping %d corrections accepted in %s", len(reviewed), folder / "corrections.csv")
+    write_csv_atomic(table, folder / "suspects.csv")
+    write_text_atomic(folder / "corrections.csv", corrections_text(table, kept, reviewed))
+    # Only now that the new ranking is written: the old sheets show the old one.
     for old in folder.glob("suspects_*.png"):
         old.unlink()
-    table = find_suspects(job.oof).head(top)
-    write_csv_atomic(table, folder / "suspects.csv")
-    write_text_atomic(folder / "corrections.csv", corrections_text(table, used_corrections(job)))
     sheets = contact_sheets(table, job.oof, folder) if not table.empty else []
     log.info("%d suspects -> %s (%d contact sheets)", len(table), folder, len(sheets))
     return table, warnings
