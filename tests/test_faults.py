@@ -324,6 +324,25 @@ def test_a_failing_write_keeps_the_previous_file_and_names_the_path(
     assert json.loads(summary.read_text()) == {"v": 1}
 
 
+def test_temp_files_of_killed_writers_are_cleared_by_the_next_write(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from fastmask.files import write_text_atomic
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    target = tmp_path / "oof[1].csv"  # glob's special characters in the name
+    stale = tmp_path / f".oof[1].csv.{dead}.tmp"  # a writer killed with -9
+    live = tmp_path / f".oof[1].csv.{os.getppid()}.tmp"  # a writer still at work
+    other = tmp_path / f".other.csv.{dead}.tmp"  # another file's: not ours to judge
+    for p in (stale, live, other):
+        p.write_text("partial")
+    write_text_atomic(target, "done\n")
+    assert target.read_text() == "done\n"
+    assert not stale.exists() and live.exists() and other.exists()
+
+
 def test_a_checkpoint_write_failure_stops_training_with_the_path(
     clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
