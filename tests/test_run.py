@@ -215,6 +215,30 @@ def test_ctrl_c_outside_training_says_how_to_continue(
     assert "Traceback" not in err and f"--out {out}" in err and "interrupted" in err
 
 
+def test_sigterm_outside_training_says_how_to_continue(
+    data: Path, tmp_path: Path, monkeypatch, capsys
+):
+    # A scheduler's SIGTERM while the job predicts: the same message, status 143, and the
+    # default handler back afterwards.
+    import os
+    import signal
+    import time
+
+    import fastmask.run
+
+    def terminated(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+        raise AssertionError("SIGTERM was not delivered")
+
+    monkeypatch.setattr(fastmask.run, "run_job", terminated)
+    out = tmp_path / "job"
+    assert cli.main(["run", "demo", "--data", str(data), "--out", str(out)]) == 143
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "SIGTERM" in err and f"--out {out}" in err
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_bad_eval_images_stop_the_job_before_training(data: Path, tmp_path: Path, capsys):
     # With on_error = "raise", predict would fail on them only after every fold trained.
     import shutil

@@ -10,7 +10,11 @@ import argparse
 import importlib
 import logging
 import shlex
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastmask import DecodeError, __version__
 from fastmask.errors import FastmaskError, Interrupted
@@ -52,6 +56,27 @@ def same_command(argv: list[str] | None) -> str:
     return shlex.join(["python", "-m", "fastmask", *(argv or sys.argv[1:])])
 
 
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's stop, `kill`) ends a command as Ctrl-C does, with the command
+    to continue, not silently. Training installs its own graceful handler inside."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -63,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        with sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except Interrupted as err:
         again = err.command or same_command(argv)
         print(f"interrupted ({err}); resume with:\n  {again}", file=sys.stderr)
@@ -73,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         # written atomically, so what is on disk is whole; `run` continues where it stopped.
         why = f" ({err})" if str(err) else ""
         print(f"interrupted{why}; run again with:\n  {same_command(argv)}", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGTERM if str(err) == "SIGTERM" else 130
     except (FastmaskError, DecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
