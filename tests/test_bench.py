@@ -73,3 +73,23 @@ def test_bench_check_compares_the_header_check_with_an_epoch(
     assert r["images"] == 84 and r["header_check_s"] > 0 and r["epoch_loading_s"] > 0
     assert r["header_check_vs_epoch"] == pytest.approx(r["header_check_s"] / r["epoch_loading_s"])
     assert "ratio header check / epoch" in capsys.readouterr().out
+
+
+def test_bench_takes_the_lenient_flag_its_data_errors_name(
+    bench_data: Path, tmp_path: Path, capsys
+):
+    """A layout problem ends in "pass --lenient": both benches must accept it."""
+    import shutil
+
+    data = tmp_path / "DATA"
+    shutil.copytree(bench_data, data)
+    person = sorted(p for p in (data / "train" / "images").iterdir() if p.name[0] != ".")[0]
+    (person / "hat.jpg").write_bytes((person / "normal.jpg").read_bytes())
+    argv = ["bench", "check", "--data", str(data), "--repeats", "1", "--epochs", "1"]
+    assert cli.main(argv) == 2
+    assert "--lenient" in capsys.readouterr().err
+    assert cli.main([*argv, "--lenient"]) == 0
+    assert "84 images" in capsys.readouterr().out
+    flags = ["--threads", "1", "--images", "16", "--batch-size", "16", "--repeats", "1"]
+    argv = ["bench", "loader", "--data", str(data), *flags, "--rss-epochs", "0", "--lenient"]
+    assert cli.main(argv) == 0

@@ -181,6 +181,23 @@ def test_read_eval_errors(quirky_data: Path):
         D.read_eval(quirky_data)
 
 
+def test_a_missing_eval_file_is_reported_once_and_never_decoded_as_nan(quirky_data: Path):
+    """pandas >= 3 stores None in a str column as NaN: the row without a file must stay None,
+    or check decodes a file called 'nan' and predict --on-error fallback lists its reason."""
+    from fastmask.check import check_data
+
+    info = quirky_data / "eval" / "info.csv"
+    info.write_text(info.read_text() + f"{'f' * 40}.jpg,0\n")
+    table = D.eval_table(quirky_data, D.Problems(lenient=True, warn=False))
+    assert table["path"].iloc[-1] is None
+    report = check_data(quirky_data, threads=1, expected_size=None)
+    # (the fixture's images are all the same bytes: duplicates across people, not checked here)
+    problems = [p for p in report.to_json()["problems"] if p["kind"] != "duplicate"]
+    assert [p["kind"] for p in problems] == ["eval-missing"]
+    assert problems[0]["path"].endswith(f"{'f' * 40}.jpg")
+    assert report.images == 10 * 7 + 5
+
+
 def _synthetic_people(n: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     ages = rng.choice([20, 25, 35, 45, 60], size=n, p=[0.3, 0.2, 0.2, 0.2, 0.1])

@@ -188,6 +188,25 @@ def test_cli_writes_cache_reuses_it_and_rebuilds_on_change(tiny_data: Path, capl
     assert "got a face" in caplog.text
 
 
+def test_a_truncated_image_is_no_face_in_the_csv_and_in_the_grid(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    """The index only sniffs magic bytes: faces records an undecodable file as no face, and
+    the contact sheet must not then die on it after faces.csv was written."""
+    import shutil
+
+    from fastmask import data as D
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data, ignore=shutil.ignore_patterns("faces*"))
+    first = Path(D.build_index(data).frame["path"].iloc[0])
+    first.write_bytes(first.read_bytes()[:2000])
+    assert cli.main(["faces", str(data), "--detector", "haar", "--workers", "1"]) == 0
+    frame = pd.read_csv(data / "faces.csv")
+    assert frame.loc[frame["path"] == str(first), "x0"].isna().all()
+    assert (data / "faces_grid.png").stat().st_size > 0
+
+
 def test_cli_out_and_other_detector(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "boxes" / "haar.csv"
     assert cli.main(["faces", str(tiny_data), "--detector", "haar", "--out", str(out)]) == 0

@@ -295,6 +295,9 @@ def test_offline_pretrained_weights_error_is_clear(
     with pytest.raises(FastmaskError, match="--no-pretrained") as err:
         build_model("resnet18", "mask")
     assert "--weights PATH" in str(err.value)
+    # `fastmask run` (the README's first command) has no such flags: name its --set keys too.
+    assert "--set pretrained=false" in str(err.value)
+    assert "--set weights=PATH" in str(err.value)
     code = train_cli("mask", "--data", data, "--out", tmp_path / "r", "--model", "resnet18")
     assert code == 2
     assert "--no-pretrained" in capsys.readouterr().err

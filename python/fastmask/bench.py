@@ -114,6 +114,7 @@ def bench_loader(
     batch_size: int = 64,
     repeats: int = 3,
     rss_epochs: int = 20,
+    lenient: bool = False,
 ) -> dict[str, Any]:
     import torch
 
@@ -123,7 +124,7 @@ def bench_loader(
 
     warn_if_unoptimized()
     n_threads = threads or default_threads()
-    frame = build_index(data).frame
+    frame = build_index(data, lenient=lenient).frame
     jpegs = frame[frame["ext"].isin([".jpg", ".jpeg"])]
     paths = jpegs["path"].tolist()[: images or None]
     if len(paths) < batch_size:
@@ -317,6 +318,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         repeats=args.repeats,
         rss_epochs=args.rss_epochs,
+        lenient=args.lenient,
     )
     print(format_results(results))
     if args.json:
@@ -327,7 +329,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def bench_check(
-    data: str | Path, *, threads: int = 2, repeats: int = 3, epochs: int = 2, batch_size: int = 64
+    data: str | Path,
+    *,
+    threads: int = 2,
+    repeats: int = 3,
+    epochs: int = 2,
+    batch_size: int = 64,
+    lenient: bool = False,
 ) -> dict[str, Any]:
     """train's header check against what it protects: one uncached loader epoch, same files.
 
@@ -337,7 +345,7 @@ def bench_check(
     from fastmask.data import build_index
     from fastmask.loader import Loader
 
-    frame = build_index(data).frame
+    frame = build_index(data, lenient=lenient).frame
     paths, labels = frame["path"].tolist(), frame["mask"].tolist()
 
     def timed(fn: Callable[[], object]) -> float:
@@ -371,7 +379,8 @@ def bench_check(
 
 
 def run_check(args: argparse.Namespace) -> int:
-    r = bench_check(args.data, threads=args.threads, repeats=args.repeats, epochs=args.epochs)
+    opts = {k: getattr(args, k) for k in ("threads", "repeats", "epochs", "lenient")}
+    r = bench_check(args.data, **opts)
     print(
         f"{r['images']} images, {r['threads']} threads (medians)\n"
         f"  header check (train, before epoch 1)  {r['header_check_s']:.2f} s\n"
@@ -397,6 +406,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     lp.add_argument("--repeats", type=int, default=3, help="timed runs per case (median)")
     lp.add_argument("--rss-epochs", type=int, default=20, help="cached epochs for the RSS check")
     lp.add_argument("--json", help="also write the figures to this JSON file")
+    lp.add_argument(
+        "--lenient", action="store_true", help="skip broken items of the data set with a warning"
+    )
     lp.set_defaults(func=run)
     cp = which.add_parser("check", help="train's header check against one epoch's loading")
     cp.add_argument("--data", required=True, help="data set (fastmask synth writes one)")
@@ -404,4 +416,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--repeats", type=int, default=3, help="timed checks per kind (median)")
     cp.add_argument("--epochs", type=int, default=2, help="timed loader epochs (median)")
     cp.add_argument("--json", help="also write the figures to this JSON file")
+    cp.add_argument(
+        "--lenient", action="store_true", help="skip broken items of the data set with a warning"
+    )
     cp.set_defaults(func=run_check)

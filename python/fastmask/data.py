@@ -587,7 +587,8 @@ def eval_table(data: str | Path, problems: Problems) -> pd.DataFrame:
             problems.add(exact, f"ImageID {image_id} from {info_path} has no image file")
             paths.append(None)
     problems.finish(str(info_path))
-    return pd.DataFrame({"ImageID": info["ImageID"], "path": paths})
+    # object dtype: pandas >= 3 would turn None into NaN in a str column, a "path" of "nan"
+    return pd.DataFrame({"ImageID": info["ImageID"], "path": pd.Series(paths, dtype=object)})
 
 
 # ---------------------------------------------------------------------------------------

@@ -81,7 +81,8 @@ def build_backbone(name: str, pretrained: bool) -> nn.Module:
         raise FastmaskError(
             f"cannot get the ImageNet weights of {name} ({err}). Offline? Pass --no-pretrained "
             "to start from random weights, or --weights PATH to load a local state dict "
-            f"(torchvision caches downloads in {torch.hub.get_dir()})."
+            "(fastmask run: --set pretrained=false or --set weights=PATH; "
+            f"torchvision caches downloads in {torch.hub.get_dir()})."
         ) from err
 
 

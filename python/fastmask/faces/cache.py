@@ -283,7 +283,12 @@ def write_grid(
     for ax in axes.flat:
         ax.axis("off")
     for ax, row in zip(axes.flat, chosen.itertuples(index=False), strict=False):
-        image = decode(row.path)
+        name = f"{Path(row.path).parent.name[:10]}/{Path(row.path).stem[:14]}"
+        try:
+            image = decode(row.path)
+        except DecodeError:  # detection recorded it as no face and warned; so does the sheet
+            ax.set_title(f"{name}\nnot decoded", fontsize=6)
+            continue
         h, w = image.shape[:2]
         if pd.isna(row.x0):
             side = min(h, w)
@@ -294,7 +299,6 @@ def write_grid(
             title = f"score {row.score:g}"
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         ax.imshow(image[y0:y1, x0:x1])
-        name = f"{Path(row.path).parent.name[:10]}/{Path(row.path).stem[:14]}"
         ax.set_title(f"{name}\n{title}", fontsize=6)
     fig.tight_layout()
     return save_figure(fig, path)
