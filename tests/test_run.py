@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from conftest import TINY_RECIPE
 from fastmask import cli
@@ -169,6 +170,29 @@ def test_a_refused_model_does_not_claim_the_out_folder(data: Path, tmp_path: Pat
     from fastmask.run import Job
 
     Job(load_recipe("demo"), data, out, {}).claim_folder()  # the fixed recipe is accepted
+
+
+def test_a_weights_file_that_cannot_serve_stops_the_job_before_any_work(
+    data: Path, tmp_path: Path, capsys, monkeypatch
+):
+    # A missing or foreign --set weights file is found when the models are checked, before
+    # faces or training (it used to surface only once the first fold built its model).
+    import fastmask.faces
+
+    def no_faces(*args, **kwargs):
+        raise AssertionError("faces ran before the weights were checked")
+
+    monkeypatch.setattr(fastmask.faces, "detect_faces", no_faces)
+    out = tmp_path / "o"
+    argv = ["run", "demo", "--data", str(data), "--out", str(out), "--set", "crop=face"]
+    missing = tmp_path / "none.pt"
+    assert cli.main([*argv, "--set", f"weights={missing}"]) == 2
+    assert str(missing) in capsys.readouterr().err
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, foreign)
+    assert cli.main([*argv, "--set", f"weights={foreign}"]) == 2
+    assert "does not fit" in capsys.readouterr().err
+    assert not (out / "recipe.json").exists()
 
 
 def test_a_lenient_job_scores_without_the_images_it_left_out(data: Path, tmp_path: Path):

@@ -130,6 +130,24 @@ class Recipe:
             except FastmaskError as err:
                 raise FastmaskError(f"recipe {self.name} [{task}]: {err}") from err
 
+    def check_weights(self) -> None:
+        """Build each task's model once, as training will: a pretrained download that fails
+        offline, or a `weights` file that is missing or does not fit, stops the job before
+        face detection and training, not after."""
+        from fastmask.models import build_model
+
+        built = set()
+        for task in self.tasks:
+            c = self.task_config(task, "DATA")
+            key = (c.model, task, c.pretrained, c.weights)
+            if key in built:
+                continue
+            try:
+                build_model(c.model, task, pretrained=c.pretrained, weights=c.weights)
+            except FastmaskError as err:
+                raise FastmaskError(f"recipe {self.name} [{task}]: {err}") from err
+            built.add(key)
+
     @property
     def crops_to_faces(self) -> bool:
         return any(

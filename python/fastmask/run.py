@@ -441,6 +441,7 @@ class Job:
             return done
         # Before DIR records the recipe: a refused one must not be taken for DIR's recipe.
         self.recipe.check_models()
+        self.recipe.check_weights()
         self.check_eval()
         self.claim_folder()
         self.faces()
