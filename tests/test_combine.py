@@ -146,6 +146,20 @@ def test_evaluate_matches_sklearn(tmp_path: Path):
     assert main(["evaluate", "--pred", str(p), "--truth", str(t)]) == 0
 
 
+def test_evaluate_warns_when_the_truth_looks_like_the_placeholder_info_csv(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    placeholder = write_sub(tmp_path / "info.csv", [0] * 5)  # eval/info.csv: every ans 0
+    pred = write_sub(tmp_path / "p.csv", [0, 3, 0, 7, 0])
+    with caplog.at_level("WARNING"):
+        evaluate(pred, placeholder)
+    assert "placeholder" in caplog.text and "info.csv" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        evaluate(pred, write_sub(tmp_path / "t.csv", [0, 3, 1, 7, 0]))
+    assert "placeholder" not in caplog.text
+
+
 def test_combine_refuses_a_prediction_file_that_is_not_text(tmp_path: Path, info: Path, capsys):
     bad = tmp_path / "m.csv"
     bad.write_bytes(b"\xff\xfe\x00\x81 not a csv")

@@ -45,7 +45,15 @@ def evaluate(pred: str | Path, truth: str | Path, out: str | Path | None = None)
     check_ids(truth, ids, ids, truth)
     check_ids(pred, pred_table["ImageID"].tolist(), ids, truth)
     p = pred_table.set_index("ImageID").loc[ids, "ans"].to_numpy()
-    result = score(p, truth_table["ans"].to_numpy())
+    answers = truth_table["ans"].to_numpy()
+    if len(answers) > 1 and (answers == answers[0]).all():
+        # eval/info.csv has this shape (every ans 0, a placeholder): scoring against it is
+        # almost surely a mix-up, yet a tiny hand-made truth may be like it too.
+        log.warning(
+            "%s: every one of its %d answers is %d; is it the placeholder eval/info.csv "
+            "rather than the truth?", truth, len(answers), int(answers[0])
+        )  # fmt: skip
+    result = score(p, answers)
     if out is not None:
         from fastmask.files import output_dir, write_text_atomic
         from fastmask.report import plot_confusion
