@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import runpy
 import signal
 import subprocess
@@ -452,3 +453,44 @@ def test_out_of_an_existing_run_refuses_other_settings(data: Path, tmp_path: Pat
         config_for_args(parse(["train", "gender", *same, "--lr", "0.1"]))
     with pytest.raises(FastmaskError, match="holds a gender run, not age"):
         config_for_args(parse(["train", "age", *same]))
+
+
+def test_data_comes_from_a_config_file_or_set(tmp_path: Path) -> None:
+    # `data` is a setting like any other: a config file or --set could not give it ("expected
+    # a value of a known type"), though --data is then not needed.
+    parse = cli.build_parser().parse_args
+    (tmp_path / "c.toml").write_text(f'data = "{tmp_path / "D"}"\nepochs = 2\n')
+    config, _ = config_for_args(
+        parse(["train", "mask", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path)])
+    )
+    assert (config.data, config.epochs) == (str(tmp_path / "D"), 2)
+    config, _ = config_for_args(parse(["train", "mask", "--set", "data=D", "--out", "x"]))
+    assert config.data == os.path.abspath("D")
+    with pytest.raises(FastmaskError, match=r"--set: data = 3: expected a string"):
+        config_for_args(parse(["train", "mask", "--set", "data=3"]))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--image-size", "9000"], "--image-size must be <= 8192"),
+        (["--prefetch", "0"], "--prefetch must be >= 1"),
+        (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
+        (["--momentum", "-1"], "--momentum must be >= 0"),
+        (["--task-weights", "-1", "1", "1"], "--task-weights must be >= 0"),
+        (["--corrections", "fix.csv", "--no-corrections"], "--corrections .* --no-corrections"),
+    ],
+)
+def test_bad_values_and_conflicting_flags_are_refused_before_any_work(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # These reached torch or the loader as a traceback (or, for --corrections with
+    # --no-corrections, silently dropped the file the user named).
+    assert train_cli("multi", "--data", "/nonexistent", *flags) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_weights_file_that_is_not_a_checkpoint_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "w.pt").write_text("garbage\n")
+    with pytest.raises(FastmaskError, match=r"cannot read weights file .*w\.pt"):
+        build_model("resnet18", "mask", pretrained=False, weights=tmp_path / "w.pt")

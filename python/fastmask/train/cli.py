@@ -52,6 +52,11 @@ def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     if args.drop_ages is not None:
         given["drop_ages"] = parse_age_ranges(args.drop_ages)
     if args.no_corrections:
+        if args.corrections is not None:
+            raise FastmaskError(
+                f"--corrections {args.corrections} and --no-corrections contradict each other: "
+                "pass one of them"
+            )
         given["corrections"] = "none"
     for key in ("image_size",):
         if key in given and len(given[key]) == 1:
