@@ -308,6 +308,26 @@ def test_closed_loader_refuses(images):
         iter(loader)
 
 
+def test_bad_sizes_threads_and_labels_are_clear_value_errors(images):
+    # A negative size or thread count reached the native code as an OverflowError ("can't
+    # convert negative int to unsigned"), a numpy integer size was "not iterable", and a
+    # fractional label was truncated to another class without a word.
+    paths, labels = images
+    for kw, message in [
+        ({"image_size": -3}, "image_size"),
+        ({"image_size": (32, -1)}, "image_size"),
+        ({"threads": -1}, "threads"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Loader(paths, labels, batch_size=8, **{"image_size": 32, **kw})
+    with pytest.raises(ValueError, match=r"label 0\.5 at position 0"):
+        Loader(paths, [0.5] + labels[1:], batch_size=8, image_size=32)
+    whole = np.asarray(labels, dtype=np.float64)  # e.g. a pandas column with a NaN dropped
+    with Loader(paths, whole, batch_size=8, image_size=np.int64(32), train=False) as loader:
+        x, y = next(iter(loader))
+    assert tuple(x.shape[2:]) == (32, 32) and y.tolist() == labels[:8]
+
+
 # -- faults in a child process: a hang fails the test through the timeout -------------------
 
 
