@@ -494,3 +494,25 @@ def test_a_weights_file_that_is_not_a_checkpoint_names_the_file(tmp_path: Path) 
     (tmp_path / "w.pt").write_text("garbage\n")
     with pytest.raises(FastmaskError, match=r"cannot read weights file .*w\.pt"):
         build_model("resnet18", "mask", pretrained=False, weights=tmp_path / "w.pt")
+
+
+def test_resume_with_another_out_and_all_zero_class_weights_are_refused(
+    data: Path, tmp_path: Path
+) -> None:
+    # --resume RUN --out OTHER trained on in RUN and ignored OTHER without a word; class
+    # weights that are all 0 made every loss 0, so nothing was learned.
+    parse = cli.build_parser().parse_args
+    run = tmp_path / "run"
+    config, _ = config_for_args(parse(["train", "mask", "--data", str(data), "--out", str(run)]))
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config.to_json()))
+    assert config_for_args(parse(["train", "mask", "--resume", str(run), "--out", str(run)]))
+    with pytest.raises(
+        FastmaskError,
+        match=r"--resume .*run --out .*other: a resumed run continues in .*run; drop --out",
+    ):
+        config_for_args(
+            parse(["train", "mask", "--resume", str(run), "--out", str(tmp_path) + "/other"])
+        )
+    with pytest.raises(FastmaskError, match="--class-weights 0,0,0: at least one must be > 0"):
+        config_for_args(parse(["train", "mask", "--data", str(data), "--class-weights", "0,0,0"]))

@@ -75,6 +75,11 @@ def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
         check_continues(run_dir, config, args.task)
         return config, run_dir
     run_dir = Path(args.resume)
+    if args.out is not None and Path(args.out).resolve() != run_dir.resolve():
+        raise FastmaskError(
+            f"--resume {run_dir} --out {args.out}: a resumed run continues in {run_dir}; "
+            "drop --out (or train a new run into it without --resume)"
+        )
     config_path = run_dir / "config.json"
     if not config_path.exists():
         raise FastmaskError(f"--resume {run_dir}: no config.json there (not a run folder?)")

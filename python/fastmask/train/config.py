@@ -204,6 +204,10 @@ def validate_config(c: TrainConfig, check_model: bool = True) -> None:
         raise FastmaskError(f"--loss {c.loss} needs {len(names)} --loss-weights")
     if c.class_weights not in ("none", "balanced"):
         weights = parse_floats(c.class_weights, "--class-weights")
+        if not any(w > 0 for w in weights):
+            raise FastmaskError(
+                f"--class-weights {c.class_weights}: at least one must be > 0 (all 0 is no loss)"
+            )
         if c.task == "multi":
             raise FastmaskError("--class-weights for multi must be none or balanced")
         if len(weights) != NUM_CLASSES[c.task]:
