@@ -22,7 +22,7 @@ import torch
 
 from fastmask import cli
 from fastmask.data import age_band
-from fastmask.errors import FastmaskError
+from fastmask.errors import FastmaskError, Interrupted
 from fastmask.metrics import macro_f1
 from fastmask.models import build_model
 from fastmask.synth import write_synthetic
@@ -516,3 +516,28 @@ def test_resume_with_another_out_and_all_zero_class_weights_are_refused(
         )
     with pytest.raises(FastmaskError, match="--class-weights 0,0,0: at least one must be > 0"):
         config_for_args(parse(["train", "mask", "--data", str(data), "--class-weights", "0,0,0"]))
+
+
+def test_an_interrupted_folds_run_resumes_and_keeps_its_settings(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # With --folds the run's own config.json came only once every fold was done: the printed
+    # `--resume RUN` said "no config.json there", and the same --out with another --lr went on
+    # from fold0/last.pt with the new lr.
+    import fastmask.train.loop as loop
+
+    def interrupted(c: TrainConfig, ctx: Any, split: Any, run_dir: Path, *rest: Any) -> Any:
+        run_dir.mkdir(parents=True)
+        (run_dir / "last.pt").write_bytes(b"")  # stands in for the checkpoint of a stop
+        raise Interrupted(str(run_dir), "SIGINT")
+
+    monkeypatch.setattr(loop, "train_split", interrupted)
+    run = tmp_path / "run"
+    common = ["--data", data, "--out", run, "--folds", "2", "--limit", "10", *TINY]
+    assert train_cli("gender", *common) == 130
+    assert f"--resume {run}" in capsys.readouterr().err
+    parse = cli.build_parser().parse_args
+    config, folder = config_for_args(parse(["train", "gender", "--resume", str(run)]))
+    assert (config.folds, folder) == (2, run)
+    with pytest.raises(FastmaskError, match=r"--lr differ .*--resume"):
+        config_for_args(parse(["train", "gender", *map(str, common), "--lr", "0.5"]))
