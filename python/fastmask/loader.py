@@ -325,7 +325,7 @@ class Loader:
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose plan and augmentation the next iteration uses."""
         self._epoch = int(epoch)
-        self._start = 0
+        self._start = self._position = 0
 
     def state_dict(self) -> dict[str, int]:
         """The position: epoch, and batches of it handed out so far (as torchdata.nodes)."""
@@ -340,7 +340,7 @@ class Loader:
         epoch, batch = int(state["epoch"]), int(state["batch"])
         if batch < 0:
             raise ValueError(f"loader position batch {batch} must be >= 0")
-        self._epoch, self._start = epoch, batch
+        self._epoch, self._start, self._position = epoch, batch, batch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._pipe.closed:
