@@ -541,3 +541,15 @@ def test_an_interrupted_folds_run_resumes_and_keeps_its_settings(
     assert (config.folds, folder) == (2, run)
     with pytest.raises(FastmaskError, match=r"--lr differ .*--resume"):
         config_for_args(parse(["train", "gender", *map(str, common), "--lr", "0.5"]))
+
+
+def test_weights_path_is_kept_absolute_so_resume_works_from_anywhere(tmp_path: Path) -> None:
+    # --weights stayed as typed: a resume from another folder rebuilt the model from a relative
+    # path that no longer pointed at the file ("cannot read weights file").
+    parse = cli.build_parser().parse_args
+    args = ["train", "mask", "--data", "D", "--out", str(tmp_path), "--weights", "w.pt"]
+    assert config_for_args(parse(args))[0].weights == os.path.abspath("w.pt")
+    toml = tmp_path / "c.toml"
+    toml.write_text('weights = "w.pt"\n')
+    args = ["train", "mask", "--data", "D", "--out", str(tmp_path), "--config", str(toml)]
+    assert config_for_args(parse(args))[0].weights == os.path.abspath("w.pt")

@@ -64,7 +64,7 @@ def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     for key in ("image_size", "age_bounds", "loss_weights", "task_weights", "center_crop"):
         if key in given:
             given[key] = tuple(given[key])
-    for key in ("data", "faces"):  # absolute, so --resume and predict work from anywhere
+    for key in ("data", "faces", "weights"):  # absolute: --resume and predict work anywhere
         if given.get(key):
             given[key] = os.path.abspath(given[key])
     if args.resume is None:
