@@ -553,3 +553,22 @@ def test_weights_path_is_kept_absolute_so_resume_works_from_anywhere(tmp_path: P
     toml.write_text('weights = "w.pt"\n')
     args = ["train", "mask", "--data", "D", "--out", str(tmp_path), "--config", str(toml)]
     assert config_for_args(parse(args))[0].weights == os.path.abspath("w.pt")
+
+
+def test_a_corrections_file_naming_nobody_in_the_data_is_warned_about(
+    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A typo in a user's corrections id corrected nobody without a word.
+    from fastmask.train.splits import load_data
+
+    folders = sorted(p.name for p in (data / "train" / "images").iterdir() if p.is_dir())
+    first = folders[0].split("_")[0]
+    fix = tmp_path / "fix.csv"
+    fix.write_text(f"id,field,value\n{first},gender,flip\n99999x,gender,male\n")
+    with caplog.at_level("WARNING"):
+        load_data(TrainConfig(task="gender", data=str(data), corrections=str(fix)))
+    assert re.search(r"fix\.csv: 1 id\(s\) match nobody in .*: 99999x", caplog.text)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_data(TrainConfig(task="gender", data=str(data)))  # the shipped list: real-data ids
+    assert "match nobody" not in caplog.text
