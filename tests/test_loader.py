@@ -308,6 +308,42 @@ def test_closed_loader_refuses(images):
         iter(loader)
 
 
+def test_bad_sizes_threads_and_labels_are_clear_value_errors(images):
+    # A negative size or thread count reached the native code as an OverflowError ("can't
+    # convert negative int to unsigned"), a numpy integer size was "not iterable", and a
+    # fractional label was truncated to another class without a word.
+    paths, labels = images
+    for kw, message in [
+        ({"image_size": -3}, "image_size"),
+        ({"image_size": (32, -1)}, "image_size"),
+        ({"threads": -1}, "threads"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            Loader(paths, labels, batch_size=8, **{"image_size": 32, **kw})
+    with pytest.raises(ValueError, match=r"label 0\.5 at position 0"):
+        Loader(paths, [0.5] + labels[1:], batch_size=8, image_size=32)
+    whole = np.asarray(labels, dtype=np.float64)  # e.g. a pandas column with a NaN dropped
+    with Loader(paths, whole, batch_size=8, image_size=np.int64(32), train=False) as loader:
+        x, y = next(iter(loader))
+    assert tuple(x.shape[2:]) == (32, 32) and y.tolist() == labels[:8]
+
+
+def test_state_dict_is_the_position_after_set_epoch_and_load_state_dict(images):
+    # state_dict() kept the previous epoch's batch count after set_epoch() or
+    # load_state_dict(): a checkpoint taken there resumed batches too far into the epoch.
+    paths, labels = images
+    with Loader(paths, labels, batch_size=8, image_size=32, threads=2) as loader:
+        n = sum(1 for _ in loader)
+        assert loader.state_dict() == {"epoch": 0, "batch": n}
+        loader.set_epoch(1)
+        assert loader.state_dict() == {"epoch": 1, "batch": 0}
+        loader.load_state_dict({"epoch": 3, "batch": 1})
+        assert loader.state_dict() == {"epoch": 3, "batch": 1}
+        it = iter(loader)
+        next(it)
+        assert loader.state_dict() == {"epoch": 3, "batch": 2}
+
+
 # -- faults in a child process: a hang fails the test through the timeout -------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import runpy
 import signal
 import subprocess
@@ -21,7 +22,7 @@ import torch
 
 from fastmask import cli
 from fastmask.data import age_band
-from fastmask.errors import FastmaskError
+from fastmask.errors import FastmaskError, Interrupted
 from fastmask.metrics import macro_f1
 from fastmask.models import build_model
 from fastmask.synth import write_synthetic
@@ -455,3 +456,122 @@ def test_out_of_an_existing_run_refuses_other_settings(data: Path, tmp_path: Pat
         config_for_args(parse(["train", "gender", *same, "--lr", "0.1"]))
     with pytest.raises(FastmaskError, match="holds a gender run, not age"):
         config_for_args(parse(["train", "age", *same]))
+
+
+def test_data_comes_from_a_config_file_or_set(tmp_path: Path) -> None:
+    # `data` is a setting like any other: a config file or --set could not give it ("expected
+    # a value of a known type"), though --data is then not needed.
+    parse = cli.build_parser().parse_args
+    (tmp_path / "c.toml").write_text(f'data = "{tmp_path / "D"}"\nepochs = 2\n')
+    config, _ = config_for_args(
+        parse(["train", "mask", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path)])
+    )
+    assert (config.data, config.epochs) == (str(tmp_path / "D"), 2)
+    config, _ = config_for_args(parse(["train", "mask", "--set", "data=D", "--out", "x"]))
+    assert config.data == os.path.abspath("D")
+    with pytest.raises(FastmaskError, match=r"--set: data = 3: expected a string"):
+        config_for_args(parse(["train", "mask", "--set", "data=3"]))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--image-size", "9000"], "--image-size must be <= 8192"),
+        (["--prefetch", "0"], "--prefetch must be >= 1"),
+        (["--weight-decay", "-1"], "--weight-decay must be >= 0"),
+        (["--momentum", "-1"], "--momentum must be >= 0"),
+        (["--task-weights", "-1", "1", "1"], "--task-weights must be >= 0"),
+        (["--corrections", "fix.csv", "--no-corrections"], "--corrections .* --no-corrections"),
+    ],
+)
+def test_bad_values_and_conflicting_flags_are_refused_before_any_work(
+    flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # These reached torch or the loader as a traceback (or, for --corrections with
+    # --no-corrections, silently dropped the file the user named).
+    assert train_cli("multi", "--data", "/nonexistent", *flags) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_weights_file_that_is_not_a_checkpoint_names_the_file(tmp_path: Path) -> None:
+    (tmp_path / "w.pt").write_text("garbage\n")
+    with pytest.raises(FastmaskError, match=r"cannot read weights file .*w\.pt"):
+        build_model("resnet18", "mask", pretrained=False, weights=tmp_path / "w.pt")
+
+
+def test_resume_with_another_out_and_all_zero_class_weights_are_refused(
+    data: Path, tmp_path: Path
+) -> None:
+    # --resume RUN --out OTHER trained on in RUN and ignored OTHER without a word; class
+    # weights that are all 0 made every loss 0, so nothing was learned.
+    parse = cli.build_parser().parse_args
+    run = tmp_path / "run"
+    config, _ = config_for_args(parse(["train", "mask", "--data", str(data), "--out", str(run)]))
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(config.to_json()))
+    assert config_for_args(parse(["train", "mask", "--resume", str(run), "--out", str(run)]))
+    with pytest.raises(
+        FastmaskError,
+        match=r"--resume .*run --out .*other: a resumed run continues in .*run; drop --out",
+    ):
+        config_for_args(
+            parse(["train", "mask", "--resume", str(run), "--out", str(tmp_path) + "/other"])
+        )
+    with pytest.raises(FastmaskError, match="--class-weights 0,0,0: at least one must be > 0"):
+        config_for_args(parse(["train", "mask", "--data", str(data), "--class-weights", "0,0,0"]))
+
+
+def test_an_interrupted_folds_run_resumes_and_keeps_its_settings(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # With --folds the run's own config.json came only once every fold was done: the printed
+    # `--resume RUN` said "no config.json there", and the same --out with another --lr went on
+    # from fold0/last.pt with the new lr.
+    import fastmask.train.loop as loop
+
+    def interrupted(c: TrainConfig, ctx: Any, split: Any, run_dir: Path, *rest: Any) -> Any:
+        run_dir.mkdir(parents=True)
+        (run_dir / "last.pt").write_bytes(b"")  # stands in for the checkpoint of a stop
+        raise Interrupted(str(run_dir), "SIGINT")
+
+    monkeypatch.setattr(loop, "train_split", interrupted)
+    run = tmp_path / "run"
+    common = ["--data", data, "--out", run, "--folds", "2", "--limit", "10", *TINY]
+    assert train_cli("gender", *common) == 130
+    assert f"--resume {run}" in capsys.readouterr().err
+    parse = cli.build_parser().parse_args
+    config, folder = config_for_args(parse(["train", "gender", "--resume", str(run)]))
+    assert (config.folds, folder) == (2, run)
+    with pytest.raises(FastmaskError, match=r"--lr differ .*--resume"):
+        config_for_args(parse(["train", "gender", *map(str, common), "--lr", "0.5"]))
+
+
+def test_weights_path_is_kept_absolute_so_resume_works_from_anywhere(tmp_path: Path) -> None:
+    # --weights stayed as typed: a resume from another folder rebuilt the model from a relative
+    # path that no longer pointed at the file ("cannot read weights file").
+    parse = cli.build_parser().parse_args
+    args = ["train", "mask", "--data", "D", "--out", str(tmp_path), "--weights", "w.pt"]
+    assert config_for_args(parse(args))[0].weights == os.path.abspath("w.pt")
+    toml = tmp_path / "c.toml"
+    toml.write_text('weights = "w.pt"\n')
+    args = ["train", "mask", "--data", "D", "--out", str(tmp_path), "--config", str(toml)]
+    assert config_for_args(parse(args))[0].weights == os.path.abspath("w.pt")
+
+
+def test_a_corrections_file_naming_nobody_in_the_data_is_warned_about(
+    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A typo in a user's corrections id corrected nobody without a word.
+    from fastmask.train.splits import load_data
+
+    folders = sorted(p.name for p in (data / "train" / "images").iterdir() if p.is_dir())
+    first = folders[0].split("_")[0]
+    fix = tmp_path / "fix.csv"
+    fix.write_text(f"id,field,value\n{first},gender,flip\n99999x,gender,male\n")
+    with caplog.at_level("WARNING"):
+        load_data(TrainConfig(task="gender", data=str(data), corrections=str(fix)))
+    assert re.search(r"fix\.csv: 1 id\(s\) match nobody in .*: 99999x", caplog.text)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_data(TrainConfig(task="gender", data=str(data)))  # the shipped list: real-data ids
+    assert "match nobody" not in caplog.text

@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import numbers
 import os
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -65,6 +66,26 @@ def _box(i: int, b: Sequence[float] | None) -> CropBox | None:
         raise ValueError(f"crop box {i} {b!r}: expected (x0, y0, x1, y1) or with angle_deg")
     x0, y0, x1, y1 = (float(v) for v in b[:4])
     return (x0, y0, x1, y1) if len(b) == 4 else (x0, y0, x1, y1, float(b[4]))
+
+
+def _image_size(size: int | Sequence[int]) -> tuple[int, int]:
+    """(height, width) from one side or a pair; numpy integers and whole floats count."""
+    pair = (size, size) if isinstance(size, numbers.Real) else tuple(size)
+    whole = lambda v: isinstance(v, numbers.Real) and float(v).is_integer() and v >= 1  # noqa: E731
+    if len(pair) != 2 or not all(whole(v) for v in pair):
+        raise ValueError(f"image_size {size!r}: expected a side or (height, width), each >= 1")
+    return int(pair[0]), int(pair[1])
+
+
+def _int_labels(labels: Sequence[int] | np.ndarray) -> list[int]:
+    """Class labels as ints; a fractional one is refused rather than truncated to another class."""
+    values = np.asarray(labels).ravel()
+    out = []
+    for i, v in enumerate(values.tolist()):
+        if isinstance(v, float) and not v.is_integer():
+            raise ValueError(f"label {v} at position {i} is not a whole class number")
+        out.append(int(v))
+    return out
 
 
 def _rgb255(v: Sequence[float]) -> tuple[float, float, float]:
@@ -204,9 +225,9 @@ class Loader:
             raise ValueError(f"prefetch must be >= 1, got {prefetch}")
         if cache_bytes is not None and cache_bytes < 0:
             raise ValueError(f"cache_bytes must be >= 0, got {cache_bytes}")
-        self.height, self.width = (
-            (image_size, image_size) if isinstance(image_size, int) else map(int, image_size)
-        )
+        self.height, self.width = _image_size(image_size)
+        if threads is not None and threads < 0:
+            raise ValueError(f"threads must be >= 0 (0 or None: all cores), got {threads}")
         self.batch_size = batch_size
         self.train = train
         self.augment = as_augment(augment)
@@ -222,7 +243,7 @@ class Loader:
             DeviceNormalize(mean, std, self.device) if normalize and self._cuda else None
         )
         self._ring = prefetch + 2  # + the batch the consumer holds + the one it just dropped
-        label_list = None if labels is None else [int(x) for x in np.asarray(labels).ravel()]
+        label_list = None if labels is None else _int_labels(labels)
         if label_list is not None and len(label_list) != len(paths):
             raise ValueError(f"{len(label_list)} labels for {len(paths)} paths")
         self._pipe = _native.Pipeline(
@@ -304,7 +325,7 @@ class Loader:
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose plan and augmentation the next iteration uses."""
         self._epoch = int(epoch)
-        self._start = 0
+        self._start = self._position = 0
 
     def state_dict(self) -> dict[str, int]:
         """The position: epoch, and batches of it handed out so far (as torchdata.nodes)."""
@@ -319,7 +340,7 @@ class Loader:
         epoch, batch = int(state["epoch"]), int(state["batch"])
         if batch < 0:
             raise ValueError(f"loader position batch {batch} must be >= 0")
-        self._epoch, self._start = epoch, batch
+        self._epoch, self._start, self._position = epoch, batch, batch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self._pipe.closed:

@@ -9,6 +9,7 @@ dict or a fastmask checkpoint; the backbone loads strictly, the head only when s
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,8 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """A state dict from a file: plain, or a checkpoint's 'model' / 'state_dict' entry."""
     try:
         obj = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as err:
+    # A file that is not a torch checkpoint at all fails to unpickle (garbage, a text file).
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         raise FastmaskError(f"cannot read weights file {path}: {err}") from err
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict"):

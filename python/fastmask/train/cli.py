@@ -52,6 +52,11 @@ def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     if args.drop_ages is not None:
         given["drop_ages"] = parse_age_ranges(args.drop_ages)
     if args.no_corrections:
+        if args.corrections is not None:
+            raise FastmaskError(
+                f"--corrections {args.corrections} and --no-corrections contradict each other: "
+                "pass one of them"
+            )
         given["corrections"] = "none"
     for key in ("image_size",):
         if key in given and len(given[key]) == 1:
@@ -59,7 +64,7 @@ def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     for key in ("image_size", "age_bounds", "loss_weights", "task_weights", "center_crop"):
         if key in given:
             given[key] = tuple(given[key])
-    for key in ("data", "faces"):  # absolute, so --resume and predict work from anywhere
+    for key in ("data", "faces", "weights"):  # absolute: --resume and predict work anywhere
         if given.get(key):
             given[key] = os.path.abspath(given[key])
     if args.resume is None:
@@ -70,6 +75,11 @@ def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
         check_continues(run_dir, config, args.task)
         return config, run_dir
     run_dir = Path(args.resume)
+    if args.out is not None and Path(args.out).resolve() != run_dir.resolve():
+        raise FastmaskError(
+            f"--resume {run_dir} --out {args.out}: a resumed run continues in {run_dir}; "
+            "drop --out (or train a new run into it without --resume)"
+        )
     config_path = run_dir / "config.json"
     if not config_path.exists():
         raise FastmaskError(f"--resume {run_dir}: no config.json there (not a run folder?)")

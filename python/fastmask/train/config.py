@@ -26,6 +26,8 @@ DEFAULT_MODELS = {
 DEFAULT_AUGMENT = {"mask": "mask", "gender": "gender", "age": "age", "multi": "light"}
 # Validation always scores against the competition's bands, whatever the training bounds.
 VAL_AGE_BOUNDS = DEFAULT_AGE_BOUNDS
+# The largest image side the native loader takes.
+MAX_IMAGE_SIZE = 8192
 
 
 # center: the centre crop; face: the face box of faces.csv; face-aligned: that box turned so
@@ -151,6 +153,15 @@ def validate_config(c: TrainConfig, check_model: bool = True) -> None:
         (c.epochs >= 1, f"--epochs must be >= 1, got {c.epochs}"),
         (c.batch_size >= 1, f"--batch-size must be >= 1, got {c.batch_size}"),
         (all(s >= 8 for s in c.image_size), f"--image-size must be >= 8, got {c.image_size}"),
+        # The loader's limit (rust/): beyond it the loader raised a traceback mid-setup.
+        (
+            all(s <= MAX_IMAGE_SIZE for s in c.image_size),
+            f"--image-size must be <= {MAX_IMAGE_SIZE}, got {c.image_size}",
+        ),
+        (c.prefetch >= 1, f"--prefetch must be >= 1, got {c.prefetch}"),
+        (c.weight_decay >= 0, f"--weight-decay must be >= 0, got {c.weight_decay}"),
+        (c.momentum >= 0, f"--momentum must be >= 0, got {c.momentum}"),
+        (all(w >= 0 for w in c.task_weights), f"--task-weights must be >= 0, got {c.task_weights}"),
         (c.lr > 0, f"--lr must be > 0, got {c.lr}"),
         (c.folds >= 1, f"--folds must be >= 1, got {c.folds}"),
         # numpy's generators (the person splits) take no negative seed.
@@ -193,6 +204,10 @@ def validate_config(c: TrainConfig, check_model: bool = True) -> None:
         raise FastmaskError(f"--loss {c.loss} needs {len(names)} --loss-weights")
     if c.class_weights not in ("none", "balanced"):
         weights = parse_floats(c.class_weights, "--class-weights")
+        if not any(w > 0 for w in weights):
+            raise FastmaskError(
+                f"--class-weights {c.class_weights}: at least one must be > 0 (all 0 is no loss)"
+            )
         if c.task == "multi":
             raise FastmaskError("--class-weights for multi must be none or balanced")
         if len(weights) != NUM_CLASSES[c.task]:
@@ -257,7 +272,8 @@ _TUPLE_FIELDS: dict[str, tuple[type, int | None]] = {
     "task_weights": (float, 3),
     "center_crop": (float, 2),
 }
-_OPTIONAL_STR = ("weights", "wandb", "faces")
+# String fields without a string default: optional ones (None) and `data` (required).
+_STRING_FIELDS = ("weights", "wandb", "faces", "data")
 # Keys only the command line has: a file spells them as the setting they stand for.
 _NOT_SETTINGS = ("task",)
 
@@ -320,7 +336,7 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad("a number")
         return float(value)
-    if isinstance(default, str) or name in _OPTIONAL_STR:
+    if isinstance(default, str) or name in _STRING_FIELDS:
         if not isinstance(value, str):
             raise bad("a string")
         return value

@@ -406,6 +406,10 @@ def train(c: TrainConfig, run_dir: Path) -> dict[str, Any]:
             splits = make_splits(frame, c)
             if len(splits) == 1:
                 return train_split(c, ctx, splits[0], run_dir, fingerprint, stop, excluded)
+            if ctx.is_main:
+                # Now, not once every fold is done: `--resume RUN` and a rerun into the same
+                # --out read it to continue an interrupted fold with the run's own settings.
+                write_json(run_dir / "config.json", c.to_json())
             results = []
             for i, split in enumerate(splits):
                 fold_dir = run_dir / f"fold{i}"
@@ -430,7 +434,6 @@ def train(c: TrainConfig, run_dir: Path) -> dict[str, Any]:
                 "excluded": excluded,
             }
             if ctx.is_main:
-                write_json(run_dir / "config.json", c.to_json())
                 write_json(run_dir / "summary.json", summary)
             log.info(
                 "folds: macro F1 %.4f ± %.4f", summary["mean_macro_f1"], summary["std_macro_f1"]
