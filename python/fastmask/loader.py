@@ -22,9 +22,9 @@ import logging
 import numbers
 import os
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -70,8 +70,12 @@ def _box(i: int, b: Sequence[float] | None) -> CropBox | None:
 
 def _image_size(size: int | Sequence[int]) -> tuple[int, int]:
     """(height, width) from one side or a pair; numpy integers and whole floats count."""
-    pair = (size, size) if isinstance(size, numbers.Real) else tuple(size)
-    whole = lambda v: isinstance(v, numbers.Real) and float(v).is_integer() and v >= 1  # noqa: E731
+    # numbers.Real takes numpy integers too; mypy cannot narrow by it, hence the cast.
+    pair = (size, size) if isinstance(size, numbers.Real) else tuple(cast(Iterable[Any], size))
+
+    def whole(v: Any) -> bool:
+        return isinstance(v, numbers.Real) and float(v).is_integer() and float(v) >= 1
+
     if len(pair) != 2 or not all(whole(v) for v in pair):
         raise ValueError(f"image_size {size!r}: expected a side or (height, width), each >= 1")
     return int(pair[0]), int(pair[1])
