@@ -558,6 +558,21 @@ def test_weights_path_is_kept_absolute_so_resume_works_from_anywhere(tmp_path: P
     assert config_for_args(parse(args))[0].weights == os.path.abspath("w.pt")
 
 
+def test_a_resume_needs_no_starting_weights(data: Path, tmp_path: Path) -> None:
+    # last.pt holds the weights: a resume on a machine without the --weights file (or, the
+    # same path, offline without cached ImageNet weights) must not fetch them first.
+    from fastmask.models import build_model
+
+    weights = tmp_path / "start.pt"
+    torch.save(build_model("resnet18", "gender", pretrained=False).state_dict(), weights)
+    run = tmp_path / "run"
+    tiny = [*TINY, "--max-steps", "2", "--weights", weights]
+    assert train_cli("gender", "--data", data, "--out", run, "--epochs", "1", *tiny) == 0
+    weights.unlink()
+    assert train_cli("gender", "--resume", run, "--epochs", "2") == 0
+    assert [r["epoch"] for r in read_metrics(run)] == ["1", "2"]
+
+
 def test_a_corrections_file_naming_nobody_in_the_data_is_warned_about(
     data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

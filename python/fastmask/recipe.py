@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -130,14 +131,17 @@ class Recipe:
             except FastmaskError as err:
                 raise FastmaskError(f"recipe {self.name} [{task}]: {err}") from err
 
-    def check_weights(self) -> None:
+    def check_weights(self, started: Collection[str] = ()) -> None:
         """Build each task's model once, as training will: a pretrained download that fails
         offline, or a `weights` file that is missing or does not fit, stops the job before
-        face detection and training, not after."""
+        face detection and training, not after. Tasks in `started` (every fold has a
+        last.pt, which holds the weights) are not checked."""
         from fastmask.models import build_model
 
         built = set()
         for task in self.tasks:
+            if task in started:
+                continue
             c = self.task_config(task, "DATA")
             key = (c.model, task, c.pretrained, c.weights)
             if key in built:

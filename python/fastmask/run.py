@@ -151,6 +151,10 @@ class Job:
     def fold_summaries(self, task: str) -> list[dict[str, Any] | None]:
         return [read_json(folder / "summary.json") for folder in self.fold_dirs(task)]
 
+    def started(self, task: str) -> bool:
+        """Every fold of `task` has a checkpoint to go on from (its weights are in it)."""
+        return all((folder / "last.pt").exists() for folder in self.fold_dirs(task))
+
     def folds_finished(self, task: str) -> bool:
         return all(s is not None and s.get("finished") for s in self.fold_summaries(task))
 
@@ -441,7 +445,7 @@ class Job:
             return done
         # Before DIR records the recipe: a refused one must not be taken for DIR's recipe.
         self.recipe.check_models()
-        self.recipe.check_weights()
+        self.recipe.check_weights(started=[t for t in self.recipe.tasks if self.started(t)])
         self.check_eval()
         self.claim_folder()
         self.faces()

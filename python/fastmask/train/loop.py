@@ -197,7 +197,8 @@ def train_split(
 
     started = time.perf_counter()
     train_labels = task_labels(split.train, c.task)
-    rt = build_runtime(c, ctx, train_labels)
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    rt = build_runtime(c, ctx, train_labels, resuming=last_path.exists())
     state: dict[str, Any] = {
         "next_epoch": 0,
         "history": [],
@@ -209,7 +210,6 @@ def train_split(
         "wall_s": 0.0,
         "samples_per_epoch": {},
     }
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     position: dict[str, Any] | None = None
     if last_path.exists():
         ckpt = load_checkpoint(last_path)

@@ -264,13 +264,19 @@ def determinism(enabled: bool, torch_threads: int = 0) -> Iterator[None]:
         torch.set_num_threads(threads_before)
 
 
-def build_runtime(c: TrainConfig, ctx: Context, train_labels: np.ndarray) -> Runtime:
+def build_runtime(
+    c: TrainConfig, ctx: Context, train_labels: np.ndarray, resuming: bool = False
+) -> Runtime:
+    """Model, optimiser, schedule and loss of a run. `resuming` (last.pt will overwrite the
+    weights): the starting weights are not fetched, so a run resumes offline or after its
+    --weights file moved."""
     import torch
 
     from fastmask.models import build_model
 
     torch.manual_seed(c.seed)  # the initial weights depend on the seed only
-    raw = build_model(c.model, c.task, pretrained=c.pretrained, weights=c.weights).to(ctx.device)
+    pretrained, weights = (False, None) if resuming else (c.pretrained, c.weights)
+    raw = build_model(c.model, c.task, pretrained=pretrained, weights=weights).to(ctx.device)
     if c.channels_last:
         raw = raw.to(memory_format=torch.channels_last)
     model: nn.Module = raw
