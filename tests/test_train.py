@@ -152,9 +152,9 @@ def test_resume_refuses_changed_settings(data: Path, tmp_path: Path) -> None:
     with pytest.raises(FastmaskError, match="--lr differ"):
         config_for_args(parse(["train", "gender", "--resume", str(run), "--lr", "0.1"]))
     resumed, folder = config_for_args(
-        parse(["train", "gender", "--resume", str(run), "--epochs", "20"])
+        parse(["train", "gender", "--resume", str(run), "--epochs", "20", "--prefetch", "8"])
     )
-    assert resumed.epochs == 20 and folder == run
+    assert (resumed.epochs, resumed.prefetch) == (20, 8) and folder == run
     assert train_cli("age", "--resume", run) == 2  # a gender run cannot resume as age
 
 

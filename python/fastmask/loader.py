@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import math
 import numbers
 import os
 import weakref
@@ -64,8 +65,11 @@ def _box(i: int, b: Sequence[float] | None) -> CropBox | None:
         return None
     if len(b) not in (4, 5):
         raise ValueError(f"crop box {i} {b!r}: expected (x0, y0, x1, y1) or with angle_deg")
-    x0, y0, x1, y1 = (float(v) for v in b[:4])
-    return (x0, y0, x1, y1) if len(b) == 4 else (x0, y0, x1, y1, float(b[4]))
+    box = tuple(float(v) for v in b)
+    if not all(math.isfinite(v) for v in box):
+        raise ValueError(f"crop box {i} {b!r}: expected finite numbers")
+    x0, y0, x1, y1 = box[:4]
+    return (x0, y0, x1, y1) if len(box) == 4 else (x0, y0, x1, y1, box[4])
 
 
 def _image_size(size: int | Sequence[int]) -> tuple[int, int]:

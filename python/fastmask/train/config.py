@@ -37,7 +37,10 @@ CROPS = ("center", "face", "face-aligned")
 LOSS_NAMES = ("ce", "focal", "f1")
 # Flags a resumed run may change: they do not alter what the finished epochs computed.
 # `data` may change when the data folder moved (the run checks it is the same data).
-RESUME_OVERRIDABLE = ("epochs", "extra_epochs", "patience", "threads", "device", "wandb", "data")
+RESUME_OVERRIDABLE = (
+    "epochs", "extra_epochs", "patience", "threads", "prefetch", "device", "wandb",
+    "wandb_project", "data",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
