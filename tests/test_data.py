@@ -261,3 +261,16 @@ def test_corrections_swap_or_set_any_file_and_skip_commented_lines(
     bad.write_text("id,field,value\n# a comment\n000001,mask,swap:mask1:mask9\n")
     with pytest.raises(DataError, match=r"bad.csv row 3: mask value 'swap:mask1:mask9'"):
         D.build_index(quirky_data, corrections=bad, use_cache=False)
+
+
+def test_a_correction_with_an_impossible_age_or_a_shifted_row_names_its_line(tmp_path: Path):
+    bad_age = tmp_path / "age.csv"
+    bad_age.write_text("id,field,value,status,note\n000001,age,200,default,typo\n")
+    with pytest.raises(
+        DataError, match=r"row 2: age value '200', expected an integer age 1\.\.120"
+    ):
+        D.load_corrections(bad_age)
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text("id,field,value,status,note\n# ok\n000001,gender,male,default,a, b\n")
+    with pytest.raises(DataError, match=r"row 3: 6 fields, the header has 5"):
+        D.load_corrections(shifted)

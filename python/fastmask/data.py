@@ -11,6 +11,7 @@ of the cached scan, so changing an option never needs a rescan.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -56,6 +57,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 TRAIN_CSV_COLUMNS = ["id", "gender", "race", "age", "path"]
 INFO_CSV_COLUMNS = ["ImageID", "ans"]
 AGE_RANGE = (18, 60)
+# A correction's age beyond this is a typo (200 for 20), not a person.
+MAX_AGE = 120
 INDEX_COLUMNS = ["path", "person", "id", "gender", "age", "age_band", "mask", "cls", "ext", "stem"]
 _CACHE_NAME = ".fastmask-index"
 # 2: paths relative to the train folder, so the cache survives a move or another cwd.
@@ -384,6 +387,14 @@ def read_corrections_csv(path: Path) -> pd.DataFrame:
         raise DataError(f"cannot read {path}: {err}") from err
     kept = [line for line in lines if not line.lstrip().startswith("#")]
     numbers = [i + 1 for i, line in enumerate(lines) if not line.lstrip().startswith("#")]
+    # A row with more fields than the header would shift into the wrong columns.
+    widths = [len(r) for r in csv.reader(kept)]
+    for n, width in zip(numbers[1:], widths[1:], strict=False):
+        if widths and width > widths[0]:
+            raise DataError(
+                f"{path} row {n}: {width} fields, the header has {widths[0]} "
+                "(quote a note that holds a comma)"
+            )
     try:
         table = pd.read_csv(io.StringIO("\n".join(kept)), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
@@ -423,8 +434,12 @@ def load_corrections(source: str | Path | None = "default", disputed: bool = Fal
                 parse_mask_correction(row["value"])
             except DataError as err:
                 raise DataError(f"{where}: {err}") from err
-        if row["field"] == "age" and not str(row["value"]).isdigit():
-            raise DataError(f"{where}: age value {row['value']!r}, expected an integer age")
+        if row["field"] == "age" and not (
+            str(row["value"]).isdigit() and 1 <= int(row["value"]) <= MAX_AGE
+        ):
+            raise DataError(
+                f"{where}: age value {row['value']!r}, expected an integer age 1..{MAX_AGE}"
+            )
         if row["field"] not in ("gender", "mask", "age"):
             raise DataError(f"{where}: field {row['field']!r}, expected gender, mask or age")
         if row["status"] not in ("default", "disputed"):
