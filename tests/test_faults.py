@@ -336,11 +336,15 @@ def test_temp_files_of_killed_writers_are_cleared_by_the_next_write(tmp_path: Pa
     stale = tmp_path / f".oof[1].csv.{dead}.tmp"  # a writer killed with -9
     live = tmp_path / f".oof[1].csv.{os.getppid()}.tmp"  # a writer still at work
     other = tmp_path / f".other.csv.{dead}.tmp"  # another file's: not ours to judge
-    for p in (stale, live, other):
+    recent = tmp_path / f".oof[1].csv.{int(dead) + 1}.tmp"  # gone here, written a minute ago
+    for p in (stale, live, other, recent):
         p.write_text("partial")
+    two_hours_ago = time.time() - 7200
+    for p in (stale, live, other):
+        os.utime(p, (two_hours_ago, two_hours_ago))
     write_text_atomic(target, "done\n")
     assert target.read_text() == "done\n"
-    assert not stale.exists() and live.exists() and other.exists()
+    assert not stale.exists() and live.exists() and other.exists() and recent.exists()
 
 
 def test_a_checkpoint_write_failure_stops_training_with_the_path(

@@ -220,7 +220,7 @@ def test_an_out_folder_that_cannot_be_made_is_named(data: Path, tmp_path: Path, 
     out = tmp_path / "file" / "job"  # its parent is a file: works as root too
     assert cli.main(["run", "demo", "--data", str(data), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert f"--out {out}" in err and "Traceback" not in err
+    assert str(out) in err and "Traceback" not in err
 
 
 def test_ctrl_c_outside_training_says_how_to_continue(

@@ -67,11 +67,14 @@ def check_files(
     return out
 
 
-def header_problems(paths: Sequence[str], threads: int | None = None) -> list[dict[str, str]]:
-    """{path, reason} for every file the header check refuses (truncated, empty, not an image)."""
+def header_problems(
+    paths: Sequence[str], threads: int | None = None, full: bool = False
+) -> list[dict[str, str]]:
+    """{path, reason} for every file the header check refuses (truncated, empty, not an image);
+    with `full`, every file that does not decode whole, as predict needs."""
     return [
         {"path": r.path, "reason": r.error}
-        for r in check_files(paths, full=False, threads=threads)
+        for r in check_files(paths, full=full, threads=threads)
         if r.error is not None
     ]
 

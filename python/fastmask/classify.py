@@ -231,7 +231,9 @@ def load_exported(path: str | Path, device: torch.device) -> LoadedModel:
     size = (int(meta["image_size"][0]), int(meta["image_size"][1]))
     config = meta.get("source", {}).get("config", {})
     detector = (meta.get("face_crop") or {}).get("detector")
-    return LoadedModel(path, meta["task"], runner, size, meta["augment"], config, None, detector)
+    return LoadedModel(
+        path, meta["task"], runner, size, meta["augment"], config, face_detector=detector
+    )
 
 
 def load_for_serving(source: str | Path, device: torch.device, which: str = "best") -> LoadedModel:

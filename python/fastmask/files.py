@@ -4,7 +4,9 @@ so a reader (or a crash) never sees half a file and an old result is never lost 
 
 from __future__ import annotations
 
+import glob
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -41,19 +43,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
+# Another process's temp file is only taken for stale this long after its last write: its pid
+# may belong to another machine or container sharing the folder, where it looks dead from here.
+STALE_TEMP_S = 3600.0
+
+
 def remove_stale_temps(path: Path) -> None:
-    """Remove the temp files of `path` that killed writers left (kill -9, power loss): those
-    whose process is gone, and one with our own pid (a crashed process that had it)."""
-    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+    """Remove the temp files of `path` that killed writers left (kill -9, power loss): one with
+    our own pid (a crashed process that had it), and others whose process is gone here and
+    that nobody wrote to for an hour."""
+    now = time.time()
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
-        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
-            with suppress(OSError):
+        if not pid.isdigit():
+            continue
+        with suppress(OSError):
+            if int(pid) == os.getpid() or (
+                not _alive(int(pid)) and now - tmp.stat().st_mtime > STALE_TEMP_S
+            ):
                 tmp.unlink()
-
-
-def glob_escape(name: str) -> str:
-    """`name` with glob's special characters taken literally."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def _alive(pid: int) -> bool:

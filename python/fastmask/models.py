@@ -9,7 +9,6 @@ dict or a fastmask checkpoint; the backbone loads strictly, the head only when s
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -137,13 +136,21 @@ def head_prefixes(model: nn.Module) -> tuple[str, ...]:
     return (f"{head_name(model)}.",)
 
 
+def load_torch_file(path: str | Path, what: str) -> Any:
+    """torch.load on the CPU, tensors only; a file that is not one is a FastmaskError naming
+    it as the `what` it should be."""
+    try:
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        # A file that is not a torch file fails inside the unpickler with whatever its bytes
+        # trigger (UnpicklingError, KeyError, EOFError, ...): all mean "not readable".
+        reason = str(err) or type(err).__name__
+        raise FastmaskError(f"cannot read {what} {path}: {reason}") from err
+
+
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """A state dict from a file: plain, or a checkpoint's 'model' / 'state_dict' entry."""
-    try:
-        obj = torch.load(Path(path), map_location="cpu", weights_only=True)
-    # A file that is not a torch checkpoint at all fails to unpickle (garbage, a text file).
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise FastmaskError(f"cannot read weights file {path}: {err}") from err
+    obj = load_torch_file(path, "weights file")
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), Mapping):

@@ -29,9 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fastmask.argtypes import non_negative_int
 from fastmask.crops import data_key
-from fastmask.errors import DataError, FastmaskError, WriteError
-from fastmask.files import write_csv_atomic, write_text_atomic
+from fastmask.errors import DataError, FastmaskError
+from fastmask.files import output_dir, write_csv_atomic, write_text_atomic
 from fastmask.recipe import Recipe, load_recipe, recipe_differences, shipped_recipes
 from fastmask.schema import MULTI, TASKS, class_names
 from fastmask.train.runfiles import write_json
@@ -75,14 +76,9 @@ class Job:
     # ---- the recipe on record -----------------------------------------------------------
 
     def claim_folder(self) -> None:
-        """Record the recipe in DIR (recipe.json, recipe.toml) once nothing refuses it."""
-        self.refuse_other_recipe()
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise WriteError(
-                f"--out {self.out}: cannot create the folder: {err.strerror or err}"
-            ) from err
+        """Record the recipe in DIR (recipe.json, recipe.toml); `run` has already checked that
+        nothing refuses it (`refuse_other_recipe`)."""
+        output_dir(self.out)
         write_json(
             self.out / "recipe.json",
             {
@@ -109,9 +105,9 @@ class Job:
             )
         if old is not None:
             differ = recipe_differences(old.get("effective", {}), effective)
-            # Until a checkpoint exists nothing was computed with the old recipe (a run stopped
-            # by bad data, say): the new one simply takes the folder over.
-            if differ and any(self.out.rglob("*.pt")):
+            # Until a fold has saved anything nothing was computed with the old recipe (a run
+            # stopped by bad data, say): the new one simply takes the folder over.
+            if differ and self.computed():
                 shown = ", ".join(
                     f"{k} ({old.get('effective', {}).get(k)!r} -> {effective.get(k)!r})"
                     for k in differ[:8]
@@ -121,6 +117,15 @@ class Job:
                     f"{self.out} ran recipe {old.get('name')!r} with other settings: "
                     f"{shown}{more}. Use a new --out, or the same recipe and --set values"
                 )
+
+    def computed(self) -> bool:
+        """Whether any fold in DIR saved a result (a checkpoint or a summary), under any
+        recipe's fold layout."""
+        return any(
+            p.name in ("last.pt", "best.pt", "summary.json", "val_predictions.csv")
+            for p in self.out.rglob("*")
+            if p.parent != self.out
+        )
 
     def save_steps(self) -> None:
         write_json(self.steps_path, self.steps)
@@ -152,8 +157,11 @@ class Job:
         return [read_json(folder / "summary.json") for folder in self.fold_dirs(task)]
 
     def started(self, task: str) -> bool:
-        """Every fold of `task` has a checkpoint to go on from (its weights are in it)."""
-        return all((folder / "last.pt").exists() for folder in self.fold_dirs(task))
+        """Every fold of `task` is finished or has a last.pt to go on from: training will not
+        build its starting weights."""
+        return self.folds_finished(task) or all(
+            (folder / "last.pt").exists() for folder in self.fold_dirs(task)
+        )
 
     def folds_finished(self, task: str) -> bool:
         return all(s is not None and s.get("finished") for s in self.fold_summaries(task))
@@ -229,7 +237,8 @@ class Job:
     # ---- 5. eval predictions and the submission ----------------------------------------
 
     def check_eval(self) -> None:
-        """Refuse eval images predict would fail on (on_error = "raise"), before training."""
+        """Refuse eval images predict would fail on (on_error = "raise"), before training: a
+        full decode, as predict does (about a second for the competition's 12,600 images)."""
         if self.recipe.predict["on_error"] != "raise":
             return
         from fastmask.check import header_problems
@@ -237,7 +246,7 @@ class Job:
 
         problems = Problems(lenient=True, warn=False)
         paths = eval_table(self.data, problems)["path"].dropna().tolist()
-        bad = problems.items + header_problems(paths, self.threads())
+        bad = problems.items + header_problems(paths, self.threads(), full=True)
         if bad:
             listing = "\n".join(f"  {p['path']}: {p['reason']}" for p in bad[:20])
             more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
@@ -598,5 +607,9 @@ def register(sub: Any) -> None:
         help="leave out training images that cannot be read (excluded.csv): --set lenient=true",
     )
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
-    p.add_argument("--threads", type=int, help="loader threads (default: the recipe's, or all)")
+    p.add_argument(
+        "--threads",
+        type=non_negative_int,
+        help="loader threads (default: the recipe's, or all)",
+    )
     p.set_defaults(func=run_command)

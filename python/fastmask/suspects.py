@@ -322,18 +322,25 @@ def _correction_key(line: str) -> tuple[str, ...]:
 
 
 def reviewed_corrections(path: Path, kept: list[str]) -> list[str]:
-    """The corrections a reviewer accepted in an existing corrections.csv (its uncommented
-    rows) that are not among `kept`: a new ranking must not throw that review away."""
-    try:
-        text = path.read_text()
-    except OSError:
+    """The corrections a reviewer accepted in an existing corrections.csv (its rows, read as
+    `--corrections` reads them) that are not among `kept`: a new ranking must not throw that
+    review away. A file that cannot be read is an error naming it, not overwritten."""
+    from fastmask.data import read_corrections_csv
+
+    if not path.exists():
         return []
     known = {_correction_key(line) for line in kept}
-    rows = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return [line for line in correction_rows(read_corrections_csv(path))
+            if _correction_key(line) not in known]  # fmt: skip
+
+
+def correction_rows(table: pd.DataFrame) -> list[str]:
+    """A corrections table as CSV rows of five columns (commas in notes made ';')."""
+    status = table["status"] if "status" in table else pd.Series(["default"] * len(table))
+    notes = table["note"] if "note" in table else pd.Series([""] * len(table))
     return [
-        line
-        for line in rows[1:]  # rows[0]: the header
-        if len(_correction_key(line)) == 3 and _correction_key(line) not in known
+        f"{r.id},{r.field},{r.value},{s},{str(n).replace(',', ';')}"
+        for r, s, n in zip(table.itertuples(index=False), status, notes, strict=True)
     ]
 
 
@@ -346,12 +353,7 @@ def used_corrections(job: Job) -> list[str]:
     source = job.effective.get(f"{task}.corrections", "default")
     if source == "none":
         return []
-    table = load_corrections(source)
-    notes = table["note"] if "note" in table else pd.Series([""] * len(table))
-    return [
-        f"{r.id},{r.field},{r.value},{r.status},{str(n).replace(',', ';')}"
-        for r, n in zip(table.itertuples(index=False), notes, strict=True)
-    ]
+    return correction_rows(load_corrections(source))
 
 
 def contact_sheets(

@@ -40,6 +40,9 @@ LOSS_NAMES = ("ce", "focal", "f1")
 RESUME_OVERRIDABLE = (
     "epochs", "extra_epochs", "patience", "threads", "prefetch", "device", "wandb",
     "wandb_project", "data",
+    # The starting weights: a resume never reads them (last.pt holds the weights), and
+    # runs from before --weights was kept absolute recorded it as typed.
+    "weights", "pretrained",
 )  # fmt: skip
 
 

@@ -98,15 +98,9 @@ def write_excluded(path: Path, excluded: list[dict[str, str]]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    import torch
+    from fastmask.models import load_torch_file
 
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001
-        # A file that is not a checkpoint fails inside torch's unpickler with whatever the
-        # bytes happen to trigger (KeyError, UnpicklingError, ...): all mean "not readable".
-        reason = str(err) or type(err).__name__
-        raise FastmaskError(f"cannot read checkpoint {path}: {reason}") from err
+    ckpt = load_torch_file(path, "checkpoint")
     version = ckpt.get("format_version") if isinstance(ckpt, dict) else None
     if version != CHECKPOINT_VERSION:
         raise FastmaskError(
