@@ -69,6 +69,7 @@ def test_an_unoptimised_build_warns_once_naming_the_fix(caplog, monkeypatch):
         ["classify", "a.jpg", "--model", "m.ts", "--threads", "-2"],
         ["suspects", "JOB", "--top", "0"],
         ["report", "RUN", "--worst", "-1"],
+        ["run", "demo", "--data", "D", "--out", "O", "--threads", "-1"],
     ],
 )
 def test_counts_out_of_range_are_usage_errors(args, capsys):

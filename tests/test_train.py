@@ -155,6 +155,11 @@ def test_resume_refuses_changed_settings(data: Path, tmp_path: Path) -> None:
         parse(["train", "gender", "--resume", str(run), "--epochs", "20", "--prefetch", "8"])
     )
     assert (resumed.epochs, resumed.prefetch) == (20, 8) and folder == run
+    # The starting weights: a resume never reads them (last.pt holds the weights).
+    resumed, _ = config_for_args(
+        parse(["train", "gender", "--resume", str(run), "--weights", "elsewhere.pt"])
+    )
+    assert resumed.weights is not None and resumed.weights.endswith("elsewhere.pt")
     assert train_cli("age", "--resume", run) == 2  # a gender run cannot resume as age
 
 
