@@ -322,7 +322,7 @@ def test_bad_sizes_threads_and_labels_are_clear_value_errors(images):
             Loader(paths, labels, batch_size=8, **{"image_size": 32, **kw})
     with pytest.raises(ValueError, match=r"label 0\.5 at position 0"):
         Loader(paths, [0.5] + labels[1:], batch_size=8, image_size=32)
-    for bad in [(0, 0, float("nan"), 40), (0, 0, 30, float("inf")), (0, 0, 30, 40, float("nan"))]:
+    for bad in [(0, 0, float("nan"), 40), (0, 0, 30, float("inf"))]:  # turned: test_face_aligned
         boxes = [bad] + [None] * (len(paths) - 1)
         with pytest.raises(ValueError, match="crop box 0 .*finite"):
             Loader(paths, labels, batch_size=8, image_size=32, crop_boxes=boxes)

@@ -66,8 +66,9 @@ def _box(i: int, b: Sequence[float] | None) -> CropBox | None:
     if len(b) not in (4, 5):
         raise ValueError(f"crop box {i} {b!r}: expected (x0, y0, x1, y1) or with angle_deg")
     box = tuple(float(v) for v in b)
-    if not all(math.isfinite(v) for v in box):
-        raise ValueError(f"crop box {i} {b!r}: expected finite numbers")
+    # Turned boxes (5 values) are checked by the native side, which names what is wrong.
+    if len(box) == 4 and not all(math.isfinite(v) for v in box):
+        raise ValueError(f"crop box {i} {b!r}: expected finite coordinates")
     x0, y0, x1, y1 = box[:4]
     return (x0, y0, x1, y1) if len(box) == 4 else (x0, y0, x1, y1, box[4])
 
