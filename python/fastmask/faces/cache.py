@@ -49,7 +49,10 @@ def load_face_boxes(csv_path: str | Path) -> dict[str, Box | None]:
 
     Keys are the path strings exactly as `build_index` / `read_eval` produce them.
     """
-    frame = _read_faces_csv(csv_path)
+    return _boxes(_read_faces_csv(csv_path), csv_path)
+
+
+def _boxes(frame: pd.DataFrame, csv_path: str | Path) -> dict[str, Box | None]:
     missing = [c for c in BOX_COLUMNS if c not in frame.columns]
     if missing:
         raise D.DataError(f"{csv_path}: missing column(s) {', '.join(missing)}")
@@ -96,8 +99,8 @@ def load_faces(csv_path: str | Path) -> dict[str, Face | None]:
 
     Reads files written before the landmark columns existed (they give no landmarks).
     """
-    boxes = load_face_boxes(csv_path)
     frame = _read_faces_csv(csv_path)
+    boxes = _boxes(frame, csv_path)
     has_landmarks = all(c in frame.columns for c in LANDMARK_COLUMNS)
     out: dict[str, Face | None] = {}
     for row in frame.to_dict("records"):
