@@ -272,7 +272,12 @@ def test_extra_epochs_train_on_train_and_validation(data: Path, tmp_path: Path) 
     assert summary["final_checkpoint"] == "last.pt" and summary["best_epoch"] == 1
     assert summary["samples_per_epoch"]["train+val"] == 272  # 40 people x 7, whole batches of 16
     assert load_checkpoint(run / "last.pt")["epoch"] == 2
-    assert load_checkpoint(run / "best.pt")["epoch"] == 1
+    best = load_checkpoint(run / "best.pt")
+    assert best["epoch"] == 1
+    # best.pt holds what predict and export read, not the optimiser a resume needs.
+    assert "optimizer" in load_checkpoint(run / "last.pt") and "optimizer" not in best
+    assert {"model", "config", "label_maps", "state", "eval_weights"} <= set(best)
+    assert (run / "best.pt").stat().st_size < 0.5 * (run / "last.pt").stat().st_size
 
 
 def test_folds_write_one_run_per_fold(data: Path, tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from fastmask.train.runfiles import (
     plot_run_confusion,
     run_lock,
     save_checkpoint,
+    weights_payload,
     write_excluded,
     write_json,
     write_metrics,
@@ -327,7 +328,11 @@ def train_split(
                 if improved and result is not None:
                     write_predictions(run_dir / "val_predictions.csv", split.val, result, c.task)
                     plot_run_confusion(run_dir, result, c.task, epoch + 1)
-                save_checkpoint(last_path, payload, also=best_path if improved else None)
+                if improved:
+                    # best.pt first: a kill between the two writes redoes this epoch from the
+                    # previous last.pt, and seeded epochs give the same weights again.
+                    save_checkpoint(best_path, weights_payload(payload))
+                save_checkpoint(last_path, payload)
                 write_metrics(run_dir / "metrics.csv", state["history"], c.task)
                 summary = make_summary(c, ctx, split, state, fingerprint)
                 write_json(run_dir / "summary.json", summary)

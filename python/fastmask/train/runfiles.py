@@ -29,29 +29,29 @@ if TYPE_CHECKING:
 CHECKPOINT_VERSION = 1
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any], also: Path | None = None) -> None:
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """torch.save to a temp file, then rename: a kill or a failed write (disk full) never
-    leaves half a checkpoint, and the previous one stays; a failure names `path`.
-
-    `also` gets the same checkpoint through a hard link (a copy where links fail), so
-    best.pt and last.pt of one epoch cost one write.
-    """
-    import shutil
-
+    leaves half a checkpoint, and the previous one stays; a failure names `path`."""
     import torch
 
     from fastmask.files import atomic_path
 
-    with atomic_path(path) as tmp:
-        # Through a Python file, so a failed write is an OSError, not torch's RuntimeError.
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-        if also is not None:
-            with atomic_path(also) as tmp_also:
-                try:
-                    os.link(tmp, tmp_also)
-                except OSError:
-                    shutil.copyfile(tmp, tmp_also)
+    # Through a Python file, so a failed write is an OSError, not torch's RuntimeError.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
+
+
+# What only a resume reads: best.pt leaves it out, at a third of last.pt's size with Adam.
+TRAINING_STATE = ("optimizer", "scheduler", "scaler", "position")
+
+
+def weights_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """best.pt: last.pt's checkpoint without the optimiser, schedule and scaler state.
+
+    It keeps everything predict, export and --weights read (model, ema, eval_weights,
+    config, label maps, state), so it loads like any checkpoint; a run goes on from last.pt.
+    """
+    return {k: v for k, v in payload.items() if k not in TRAINING_STATE}
 
 
 @contextmanager
