@@ -586,7 +586,9 @@ def test_a_resume_needs_no_starting_weights(data: Path, tmp_path: Path) -> None:
 def test_a_corrections_file_naming_nobody_in_the_data_is_warned_about(
     data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A typo in a user's corrections id corrected nobody without a word.
+    # A typo in a user's corrections id corrected nobody without a word. The index says so,
+    # so train, run, eda and suspects all warn.
+    from fastmask.data import build_index
     from fastmask.train.splits import load_data
 
     folders = sorted(p.name for p in (data / "train" / "images").iterdir() if p.is_dir())
@@ -600,3 +602,5 @@ def test_a_corrections_file_naming_nobody_in_the_data_is_warned_about(
     with caplog.at_level("WARNING"):
         load_data(TrainConfig(task="gender", data=str(data)))  # the shipped list: real-data ids
     assert "match nobody" not in caplog.text
+    index = build_index(data, corrections=fix, warn=False)
+    assert index.unmatched_corrections == ["99999x"] and index.corrections_applied == 1

@@ -495,6 +495,8 @@ class DataIndex:
     skipped: list[dict[str, str]]
     corrections_applied: int
     age_bounds: tuple[int, int]
+    # Ids of a user's corrections file that name nobody here (a typo corrects nothing).
+    unmatched_corrections: list[str] = field(default_factory=list)
 
     @property
     def people(self) -> pd.DataFrame:
@@ -549,13 +551,27 @@ def build_index(
         problems.add(p["path"], p["reason"])
     _check_train_csv(train_dir, set(raw["person"].astype(str)), problems)
     problems.finish(str(images_dir))
-    table = load_corrections(corrections, disputed=disputed)
+    table = load_corrections(corrections, disputed=True)
+    unmatched = []
+    if corrections not in (None, "none", "default"):
+        # The shipped list names real-data ids, so only a user's file is checked.
+        unmatched = sorted(set(table["id"].astype(str)) - set(raw["id"].astype(str)))
+        if unmatched and warn:
+            log.warning(
+                "%s: %d id(s) match nobody in %s: %s",
+                corrections,
+                len(unmatched),
+                train_dir,
+                ", ".join(unmatched[:10]) + (" ..." if len(unmatched) > 10 else ""),
+            )
+    if not disputed:
+        table = table[table["status"] == "default"]
     frame, applied = apply_corrections(raw, table, exclude=exclude_corrected)
     frame = with_labels(frame, bounds)[INDEX_COLUMNS]
     frame = frame.astype({c: "int64" for c in ("gender", "age", "age_band", "mask", "cls")})
     if frame.empty:
         raise DataError(f"no usable images under {images_dir}")
-    return DataIndex(frame, train_dir, problems.items, applied, bounds)
+    return DataIndex(frame, train_dir, problems.items, applied, bounds, unmatched)
 
 
 def read_eval(data: str | Path, *, lenient: bool = False) -> pd.DataFrame:

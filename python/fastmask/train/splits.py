@@ -46,30 +46,11 @@ def load_data(c: TrainConfig) -> tuple[pd.DataFrame, list[dict[str, str]]]:
         c.data, corrections=corrections, age_bounds=VAL_AGE_BOUNDS, lenient=c.lenient
     )
     frame = index.frame
-    if corrections not in (None, "default"):
-        warn_unmatched_corrections(str(corrections), frame, c.data)
     if c.limit:
         people = np.sort(frame["person"].unique())
         keep = np.random.default_rng(c.seed).permutation(people)[: c.limit]
         frame = frame[frame["person"].isin(set(keep))].reset_index(drop=True)
     return frame, index.skipped
-
-
-def warn_unmatched_corrections(source: str, frame: pd.DataFrame, data: str) -> None:
-    """A user's corrections file whose ids match nobody (a typo) corrects nothing: say so.
-    The shipped list names real-data ids, so it is not checked."""
-    from fastmask.data import load_corrections
-
-    ids = load_corrections(source, disputed=True)["id"].astype(str)
-    unmatched = sorted(set(ids) - set(frame["id"].astype(str)))
-    if unmatched:
-        log.warning(
-            "%s: %d id(s) match nobody in %s: %s",
-            source,
-            len(unmatched),
-            data,
-            ", ".join(unmatched[:10]) + (" ..." if len(unmatched) > 10 else ""),
-        )
 
 
 def screen_images(frame: pd.DataFrame, c: TrainConfig) -> tuple[pd.DataFrame, list[dict[str, str]]]:
