@@ -17,8 +17,31 @@ from typing import Any
 from fastmask.errors import FastmaskError
 from fastmask.files import write_csv_atomic, write_text_atomic
 from fastmask.run import read_json
+from fastmask.schema import TRAIN_TASKS
 
 FIGURES = ("oof_macro_f1", "mask", "gender", "age", "eval_macro_f1", "wall_s")
+
+
+def shared_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """A job's settings with each per-task key its task blocks agree on folded into
+    `train.<key>`: a multi job and a three-task job then differ only where they really do,
+    not in every one of their ~50 keys a task."""
+    blocks: dict[str, dict[str, Any]] = {}
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        section, _, name = key.partition(".")
+        if name and section in TRAIN_TASKS:
+            blocks.setdefault(name, {})[section] = value
+        else:
+            out[key] = value
+    tasks = {t for per_task in blocks.values() for t in per_task}
+    for name, per_task in blocks.items():
+        values = {json.dumps(v, sort_keys=True) for v in per_task.values()}
+        if set(per_task) == tasks and len(values) == 1:
+            out[f"train.{name}"] = next(iter(per_task.values()))
+        else:
+            out.update({f"{t}.{name}": v for t, v in per_task.items()})
+    return out
 
 
 def load_rows(folders: Sequence[str | Path]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -41,7 +64,7 @@ def load_rows(folders: Sequence[str | Path]) -> tuple[list[dict[str, Any]], list
                 "age": per_task.get("age"),
                 "eval_macro_f1": summary.get("eval_macro_f1"),
                 "wall_s": summary.get("wall_s"),
-                "settings": recipe.get("effective", {}),
+                "settings": shared_settings(recipe.get("effective", {})),
             }
         )
     keys = sorted({k for r in rows for k in r["settings"]})
