@@ -59,6 +59,18 @@ def test_confident_learning_flags_only_confident_disagreement():
     assert score[3] == pytest.approx(0.4)
 
 
+def test_a_given_class_that_is_confident_and_most_probable_is_no_suspect():
+    # t0 = mean(0.7, 0.5, 0.65) = 0.617, t1 = 0.8, t2 = 0.3. Row 4 reaches t0 and t2 but its
+    # given class 0 is the more probable: cleanlab's confident joint keeps it on the diagonal.
+    probs = np.array(
+        [[0.7, 0.2, 0.1], [0.5, 0.1, 0.4], [0.1, 0.8, 0.1], [0.4, 0.3, 0.3], [0.65, 0.0, 0.35]]
+    )
+    suggested, score = confident_suspects(probs, np.array([0, 0, 1, 2, 0]))
+    # Row 1 misses t0 while class 2 reaches t2: a suspect, though with a negative margin.
+    assert list(suggested) == [-1, 2, -1, -1, -1]
+    assert score[1] == pytest.approx(-0.1)
+
+
 def test_injected_errors_rank_first_with_the_right_corrections():
     table = find_suspects(oof_with_errors())
     top = table.head(3)

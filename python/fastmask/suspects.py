@@ -4,9 +4,9 @@ A finished `fastmask run` job has out-of-fold (OOF) probabilities for every trai
 each from a model that never saw that image's person. Where such a model confidently
 disagrees with the label, the label may be wrong. The ranking is confident learning
 (Northcutt et al., as cleanlab's `find_label_issues`): per class j the threshold t_j is the
-mean probability of j over the items labelled j; an item labelled i is a suspect when some
-other class j reaches its own threshold (p_j >= t_j), suggested as the most probable such j,
-and scored by the margin p_j - p_i.
+mean probability of j over the items labelled j; an item labelled i is a suspect when the
+most probable of the classes reaching their own threshold (p_j >= t_j, i included) is some
+j other than i, suggested as j and scored by the margin p_j - p_i.
 
 - Mask labels belong to files (a person's mask1..5, incorrect_mask, normal): ranked per
   image. Two suspects of one person that each look like the other's label are reported as
@@ -58,21 +58,24 @@ def confident_suspects(probs: np.ndarray, given: np.ndarray) -> tuple[np.ndarray
     """Confident learning: (suggested class or -1, score) per item.
 
     t_j = mean p_j over items labelled j (classes without items never reach a threshold);
-    an item labelled i is a suspect when another class j has p_j >= t_j; the suggestion is
-    the most probable such j and the score p_j - p_i (in (−1, 1]; higher is likelier wrong).
+    an item's guess is its most probable class among those reaching their own threshold,
+    the given class i included (the confident joint of Northcutt et al.); it is a suspect when
+    that guess j is not i, scored p_j - p_i (in (−1, 1]; higher is likelier wrong). An item
+    whose given class reaches its threshold and beats every other confident class is not one.
     """
     n, k = probs.shape
+    rows = np.arange(n)
     thresholds = np.full(k, np.inf)
     for j in range(k):
         if (given == j).any():
             thresholds[j] = probs[given == j, j].mean()
-    confident = probs >= thresholds
-    confident[np.arange(n), given] = False
-    masked = np.where(confident, probs, -np.inf)
-    suggested = masked.argmax(axis=1)
-    has = np.isfinite(masked[np.arange(n), suggested])
-    score = probs[np.arange(n), suggested] - probs[np.arange(n), given]
-    return np.where(has, suggested, -1), np.where(has, score, -np.inf)
+    masked = np.where(probs >= thresholds, probs, -np.inf)
+    guess = masked.argmax(axis=1)
+    # On a tie with the given class, the given class stays (no evidence against it).
+    keeps = np.isfinite(masked[rows, given]) & (masked[rows, given] >= masked[rows, guess])
+    has = np.isfinite(masked[rows, guess]) & (guess != given) & ~keeps
+    score = probs[rows, guess] - probs[rows, given]
+    return np.where(has, guess, -1), np.where(has, score, -np.inf)
 
 
 def age_for_band(age: int, band: int, bounds: tuple[int, int] = DEFAULT_AGE_BOUNDS) -> int:
