@@ -165,3 +165,20 @@ def test_a_second_ranking_keeps_the_corrections_a_reviewer_accepted(tmp_path: Pa
     loaded = D.load_corrections(path)
     assert ((loaded["id"] == "000007") & (loaded["field"] == "mask")).sum() == 1
     assert len(loaded) == len(D.load_corrections("default")) + 1
+
+
+def test_a_second_ranking_keeps_a_trained_correction_the_reviewer_turned_off(tmp_path: Path):
+    from fastmask.suspects import write_suspects
+
+    job = fake_job(tmp_path / "job")
+    write_suspects(job, top=3)
+    path = job / "suspects" / "corrections.csv"
+    kept = "006359,gender,male,default,written female"
+    assert kept in path.read_text().splitlines()
+    path.write_text(path.read_text().replace(kept, "# " + kept))  # the reviewer disagrees
+    write_suspects(job, top=5)
+    lines = path.read_text().splitlines()
+    assert kept not in lines and "# " + kept in lines
+    loaded = D.load_corrections(path)
+    assert "006359" not in set(loaded["id"])
+    assert len(loaded) == len(D.load_corrections("default")) - 1

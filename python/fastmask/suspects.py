@@ -292,10 +292,14 @@ def find_suspects(oof: pd.DataFrame) -> pd.DataFrame:
 
 
 def corrections_text(
-    table: pd.DataFrame, kept: list[str] | None = None, reviewed: list[str] | None = None
+    table: pd.DataFrame,
+    kept: list[str] | None = None,
+    reviewed: list[str] | None = None,
+    turned_off: set[tuple[str, ...]] | None = None,
 ) -> str:
     """corrections.csv for `--corrections`: the corrections the job already used (`kept`,
-    CSV rows without the header), those accepted in an earlier review of the file
+    CSV rows without the header; commented out where their (id, field, value) is in
+    `turned_off`, as a reviewer left them), those accepted in an earlier review of the file
     (`reviewed`), then one commented-out line per suspect not accepted yet."""
     lines = [
         "# Suggested label corrections from `fastmask suspects`, most suspicious first.",
@@ -305,7 +309,9 @@ def corrections_text(
         "id,field,value,status,note",
     ]
     if kept:
-        lines += ["# The corrections the job was trained with, kept:", *kept]
+        off = turned_off or set()
+        lines += ["# The corrections the job was trained with, kept:"]
+        lines += [f"# {line}" if _correction_key(line) in off else line for line in kept]
     if reviewed:
         lines += ["# Accepted in an earlier review of this file, kept:", *reviewed]
     if kept or reviewed:
@@ -335,6 +341,24 @@ def reviewed_corrections(path: Path, kept: list[str]) -> list[str]:
     known = {_correction_key(line) for line in kept}
     return [line for line in correction_rows(read_corrections_csv(path))
             if _correction_key(line) not in known]  # fmt: skip
+
+
+def turned_off_corrections(path: Path, kept: list[str]) -> set[tuple[str, ...]]:
+    """(id, field, value) of the `kept` corrections that a reviewer commented out in an
+    existing corrections.csv (and did not leave active elsewhere in it): a new ranking must
+    not turn them back on."""
+    from fastmask.data import read_corrections_csv
+
+    if not path.exists():
+        return set()
+    known = {_correction_key(line) for line in kept}
+    active = {_correction_key(line) for line in correction_rows(read_corrections_csv(path))}
+    commented = {
+        _correction_key(line.lstrip().lstrip("#").strip())
+        for line in path.read_text().splitlines()
+        if line.lstrip().startswith("#")
+    }
+    return (commented & known) - active
 
 
 def correction_rows(table: pd.DataFrame) -> list[str]:
@@ -442,10 +466,18 @@ def write_suspects(
     table = find_suspects(job.oof).head(top)
     kept = used_corrections(job)
     reviewed = reviewed_corrections(folder / "corrections.csv", kept)
+    turned_off = turned_off_corrections(folder / "corrections.csv", kept)
+    if turned_off:
+        log.info(
+            "keeping %d trained-with corrections commented out in %s",
+            len(turned_off),
+            folder / "corrections.csv",
+        )
     if reviewed:
         log.info("keeping %d corrections accepted in %s", len(reviewed), folder / "corrections.csv")
     write_csv_atomic(table, folder / "suspects.csv")
-    write_text_atomic(folder / "corrections.csv", corrections_text(table, kept, reviewed))
+    text = corrections_text(table, kept, reviewed, turned_off)
+    write_text_atomic(folder / "corrections.csv", text)
     # Only now that the new ranking is written: the old sheets show the old one.
     for old in folder.glob("suspects_*.png"):
         old.unlink()
