@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -182,3 +183,16 @@ def test_a_second_ranking_keeps_a_trained_correction_the_reviewer_turned_off(tmp
     loaded = D.load_corrections(path)
     assert "006359" not in set(loaded["id"])
     assert len(loaded) == len(D.load_corrections("default")) - 1
+
+
+def test_a_job_without_its_fold_summary_still_ranks_with_a_warning(
+    tmp_path: Path, quirky_data: Path, caplog
+):
+    from fastmask import cli
+
+    job = fake_job(tmp_path / "job")  # oof.csv, summary.json, recipe.json: no fold folders
+    summary = {"validation": "out-of-fold", "tasks": ["multi"], "data": str(quirky_data)}
+    (job / "summary.json").write_text(json.dumps(summary))
+    assert cli.main(["suspects", str(job), "--top", "3"]) == 0
+    assert (job / "suspects" / "suspects.csv").exists()
+    assert re.search(r"multi/fold0/summary\.json", caplog.text), caplog.text

@@ -144,7 +144,13 @@ def check_data(job: Job) -> list[str]:
         frame = load_frame(TrainConfig.from_json({**settings, "task": task, "data": data}))
     except (FastmaskError, OSError) as err:
         return [f"cannot read the job's data {data} to compare with ({err})"]
-    fold = json.loads((job.folder / task / "fold0" / "summary.json").read_text())
+    fold_path = job.folder / task / "fold0" / "summary.json"
+    try:
+        fold = json.loads(fold_path.read_text())
+    except (OSError, ValueError) as err:
+        return [f"cannot read {fold_path} to compare the data with what the job trained on ({err})"]
+    if not isinstance(fold, dict):
+        return [f"{fold_path} is not a JSON object: the data was not compared with the job's"]
     if fold.get("data_fingerprint") == data_fingerprint(frame):
         return []
 
