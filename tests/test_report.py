@@ -129,3 +129,14 @@ def test_report_out_that_is_a_file_is_a_clean_error(
     assert cli.main(["report", str(run), "--out", str(taken)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(taken) in err
+
+
+def test_fold_runs_of_two_jobs_get_figures_of_their_own(tmp_path: Path) -> None:
+    # jobs/a/multi/fold0 and jobs/b/multi/fold0: "multi-fold0" twice would overwrite a's files.
+    for job in ("a", "b"):
+        for i in (0, 1):
+            fake_run(tmp_path / job / "multi" / f"fold{i}", [0.4, 0.6], seed=i)
+    written = write_report([tmp_path / "a" / "multi", tmp_path / "b" / "multi"], tmp_path / "out")
+    names = [p.name for p in written]
+    assert len(names) == len(set(names)) == 1 + 4 * 3
+    assert "a-multi-fold0_confusion.png" in names and "b-multi-fold0_confusion.png" in names

@@ -81,11 +81,16 @@ def load_run(folder: Path, label: str) -> RunFiles:
 
 
 def run_labels(folders: Sequence[Path]) -> list[str]:
-    """Short unique names: the folder name, with its parent when names repeat."""
-    names = [f.name for f in folders]
-    if len(set(names)) == len(names):
-        return names
-    return [f"{f.parent.name}-{f.name}" for f in folders]
+    """Short unique names: the folder name, with as many parents as it takes when names repeat
+    (jobs/a/multi/fold0 and jobs/b/multi/fold0: a-multi-fold0, b-multi-fold0), so no run's
+    figures overwrite another's; a folder given twice gets its position in front."""
+    parts = [(f.parts[1:] if f.is_absolute() else f.parts) or ("run",) for f in folders]
+    names = ["-".join(p[-1:]) for p in parts]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        names = ["-".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [f"{i}-{name}" for i, name in enumerate(names, 1)]
 
 
 # ---------------------------------------------------------------------------------------
