@@ -140,3 +140,19 @@ def test_fold_runs_of_two_jobs_get_figures_of_their_own(tmp_path: Path) -> None:
     names = [p.name for p in written]
     assert len(names) == len(set(names)) == 1 + 4 * 3
     assert "a-multi-fold0_confusion.png" in names and "b-multi-fold0_confusion.png" in names
+
+
+def test_worst_zero_does_not_claim_there_are_no_mistakes(tmp_path: Path, monkeypatch) -> None:
+    import matplotlib.figure
+
+    titles: list[str] = []
+    real = matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(
+        matplotlib.figure.Figure,
+        "suptitle",
+        lambda self, t, **kw: titles.append(t) or real(self, t, **kw),
+    )
+    run = fake_run(tmp_path / "run", [0.4, 0.6])  # 6 of its 12 images are misclassified
+    write_report([run], tmp_path / "out", worst=0)
+    assert not any("no misclassified" in t for t in titles), titles
+    assert any("0 of 6 misclassified" in t for t in titles), titles

@@ -216,7 +216,7 @@ def plot_worst(run: RunFiles, path: Path, count: int = 16) -> Path:
         )
     total = int((run.predictions["true"] != run.predictions["pred"]).sum())
     heading = f"{run.label}: {len(worst)} of {total} misclassified validation images"
-    if not len(worst):
+    if not total:
         heading = f"{run.label}: no misclassified validation image"
     fig.suptitle(heading, fontsize=10)
     fig.tight_layout()
