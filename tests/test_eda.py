@@ -232,3 +232,26 @@ def test_cli_rejects_zero_samples(quirky_data: Path, tmp_path: Path):
     with pytest.raises(SystemExit) as exc:
         main(["eda", str(quirky_data), "--out", str(tmp_path / "o"), "--samples", "0"])
     assert exc.value.code == 2
+
+
+def test_age_hist_draws_every_person_even_outside_18_to_60(
+    quirky_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import matplotlib.axes
+
+    # Corrections may set any age 1..120; the histogram must not drop those people.
+    fixes = tmp_path / "fixes.csv"
+    fixes.write_text("id,field,value\n000010,age,72\n000002,age,15\n")
+    drawn: list[float] = []
+    real = matplotlib.axes.Axes.bar
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "bar",
+        lambda self, x, height, *a, **kw: (
+            drawn.extend(np.atleast_1d(height).tolist()) or real(self, x, height, *a, **kw)
+        ),
+    )
+    summary = eda.summarise(D.build_index(quirky_data, corrections=fixes), None)
+    assert summary["ages"]["72"] == 1 and summary["ages"]["15"] == 1
+    eda.plot_age_hist(summary, tmp_path / "age_hist.png")
+    assert sum(drawn) == summary["people"]

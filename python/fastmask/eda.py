@@ -13,7 +13,8 @@ Writes into DIR (created if needed; every file goes through a temp name and os.r
   `eval_images` (images listed in eval/info.csv and found; null when there is no eval set).
 - `counts.png`: images per mask, gender and age band.
 - `classes.png`: images per class 0..17, coloured by mask.
-- `age_hist.png`: people per age 18..60 with the age band boundaries.
+- `age_hist.png`: people per age 18..60 (wider when a correction set an age outside it)
+  with the age band boundaries.
 - `gender_age.png`: people per gender x age band.
 - `samples.png`: a few random images of every class, one row per class, distinct people first.
 
@@ -195,7 +196,10 @@ def plot_age_hist(summary: dict[str, Any], path: Path) -> Path:
     plt = pyplot()
     lo, hi = summary["age_bounds"]
     bands = band_names(summary["age_bounds"])
-    ages = np.arange(D.AGE_RANGE[0], D.AGE_RANGE[1] + 1)
+    # 18..60 as the data writes ages, widened to any age a correction set (1..120).
+    seen = [int(a) for a in summary["ages"]]
+    first, last = min([D.AGE_RANGE[0], *seen]), max([D.AGE_RANGE[1], *seen])
+    ages = np.arange(first, last + 1)
     people = np.array([summary["ages"].get(str(a), 0) for a in ages])
     band = D.age_band(ages, (lo, hi))
     fig, ax = plt.subplots(figsize=(12, 4.8))
@@ -213,7 +217,7 @@ def plot_age_hist(summary: dict[str, Any], path: Path) -> Path:
     top = max(int(people.max()), 1) * 1.18
     ax.set_ylim(0, top)
     # A boundary outside 18..60 has no line to draw (its band is just empty).
-    for boundary in (b for b in (lo, hi) if D.AGE_RANGE[0] < b <= D.AGE_RANGE[1]):
+    for boundary in (b for b in (lo, hi) if first < b <= last):
         # Between the last age of one band and the first of the next.
         ax.axvline(boundary - 0.5, color="black", linestyle="--", linewidth=1)
         ax.text(
@@ -225,8 +229,8 @@ def plot_age_hist(summary: dict[str, Any], path: Path) -> Path:
             fontsize=9,
             fontweight="bold",
         )
-    ax.set_xlim(D.AGE_RANGE[0] - 1, D.AGE_RANGE[1] + 1)
-    ax.set_xticks(np.arange(20, D.AGE_RANGE[1] + 1, 5))
+    ax.set_xlim(first - 1, last + 1)
+    ax.set_xticks(np.arange(-(-first // 5) * 5, last + 1, 5))
     ax.set_xticks(ages, minor=True)
     ax.set_xlabel(f"age ({D.AGE_RANGE[0]} includes younger people, {D.AGE_RANGE[1]} older ones)")
     ax.set_ylabel("people")
