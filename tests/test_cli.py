@@ -70,6 +70,7 @@ def test_an_unoptimised_build_warns_once_naming_the_fix(caplog, monkeypatch):
         ["suspects", "JOB", "--top", "0"],
         ["report", "RUN", "--worst", "-1"],
         ["run", "demo", "--data", "D", "--out", "O", "--threads", "-1"],
+        ["check", "D", "--threads", "-1"],
     ],
 )
 def test_counts_out_of_range_are_usage_errors(args, capsys):
@@ -79,3 +80,12 @@ def test_counts_out_of_range_are_usage_errors(args, capsys):
         main(args)
     assert exit_info.value.code == 2
     assert "expected an integer >=" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", ["0x512", "384x-5", "384", "axb", "1x2x3"])
+def test_check_size_must_be_positive_width_by_height(size, capsys):
+    # 0x-5 was taken, and then every image of the set was reported as a size problem.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", "D", "--size", size])
+    assert exit_info.value.code == 2
+    assert "expected WIDTHxHEIGHT" in capsys.readouterr().err

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fastmask import _native
+from fastmask.argtypes import non_negative_int
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,11 @@ def parse_size(text: str) -> tuple[int, int] | None:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"size {text!r}: expected WIDTHxHEIGHT or any") from None
+        w = h = 0
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(
+            f"size {text!r}: expected WIDTHxHEIGHT (positive integers, e.g. 384x512) or any"
+        )
     return (w, h)
 
 
@@ -219,7 +224,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("data", help="data set folder (holding train/ and eval/)")
-    p.add_argument("--threads", type=int, default=None, help="decode threads (all cores)")
+    p.add_argument(
+        "--threads", type=non_negative_int, default=None, help="decode threads (0: all cores)"
+    )
     p.add_argument(
         "--size",
         type=parse_size,
