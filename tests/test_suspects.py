@@ -196,3 +196,31 @@ def test_a_job_without_its_fold_summary_still_ranks_with_a_warning(
     assert cli.main(["suspects", str(job), "--top", "3"]) == 0
     assert (job / "suspects" / "suspects.csv").exists()
     assert re.search(r"multi/fold0/summary\.json", caplog.text), caplog.text
+
+
+def test_undoing_a_shipped_swap_suggests_corrections_that_really_undo_it():
+    # Person 7's labels were already corrected by `000007,mask,swap_incorrect_normal` (as the
+    # shipped list does for 000020), but its files were right: the models see incorrect_mask
+    # as incorrect and normal as not worn. "swap:incorrect_mask:normal" would set the same
+    # labels as the shipped swap again; the suggestions must restore the files' own labels.
+    oof = oof_with_errors()
+    sel = oof["person"].str.startswith("000007_")
+    oof.loc[sel, [f"mask_p{k}" for k in range(3)]] = [0.9, 0.05, 0.05]
+    incorrect, normal = (
+        sel & oof["path"].str.endswith("incorrect_mask.jpg"),
+        sel & oof["path"].str.endswith("normal.jpg"),
+    )
+    oof.loc[incorrect, "mask"], oof.loc[normal, "mask"] = 2, 1  # the shipped swap applied
+    oof.loc[incorrect, ["mask_p0", "mask_p1", "mask_p2"]] = [0.02, 0.95, 0.03]
+    oof.loc[normal, ["mask_p0", "mask_p1", "mask_p2"]] = [0.02, 0.03, 0.95]
+    table = find_suspects(oof)
+    mine = table[table["person"].str.startswith("000007_") & (table["task"] == "mask")]
+    frame = pd.DataFrame(
+        {"id": "000007", "stem": STEMS, "mask": [D.STEM_TO_MASK[s] for s in STEMS]}
+    )
+    fixes = pd.DataFrame(
+        [{"id": "000007", "field": "mask", "value": "swap_incorrect_normal"}]
+        + [{"id": "000007", "field": "mask", "value": v} for v in mine["correction"]]
+    )
+    fixed, _ = D.apply_corrections(frame, fixes)
+    assert list(fixed["mask"]) == [D.STEM_TO_MASK[s] for s in STEMS], mine

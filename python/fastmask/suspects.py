@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from fastmask.argtypes import positive_int
-from fastmask.data import read_table
+from fastmask.data import STEM_TO_MASK, read_table
 from fastmask.errors import FastmaskError
 from fastmask.files import output_dir, write_csv_atomic, write_text_atomic
 from fastmask.schema import (
@@ -189,9 +189,13 @@ def mask_suspects(oof: pd.DataFrame) -> pd.DataFrame:
             if a.path in used:
                 continue
             # A swap: another suspect file of the person that looks like this one's label.
+            # `swap:A:B` gives A the label of stem B and B that of stem A, so it only fits
+            # files that carry their own stems' labels; where a correction (the shipped
+            # swap_incorrect_normal) already moved them, each file gets its own `set:`.
             partner = next(
                 (b for b in items if b.path != a.path and b.path not in used
-                 and b.suggested == a.mask and a.suggested == b.mask),
+                 and b.suggested == a.mask and a.suggested == b.mask
+                 and STEM_TO_MASK.get(a.stem) == a.mask and STEM_TO_MASK.get(b.stem) == b.mask),
                 None,
             )  # fmt: skip
             if partner is not None:
