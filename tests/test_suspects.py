@@ -168,6 +168,23 @@ def test_a_second_ranking_keeps_the_corrections_a_reviewer_accepted(tmp_path: Pa
     assert len(loaded) == len(D.load_corrections("default")) + 1
 
 
+def test_the_written_corrections_keep_the_disputed_rows_of_the_file_trained_with(
+    tmp_path: Path,
+):
+    # corrections.csv is meant to replace the file the job trained with: it lost the 14
+    # disputed rows of the shipped list (never applied by default, but not to be dropped).
+    from fastmask.suspects import write_suspects
+
+    job = fake_job(tmp_path / "job")
+    write_suspects(job, top=3)
+    path = job / "suspects" / "corrections.csv"
+    shipped = D.load_corrections("default", disputed=True)
+    written = D.load_corrections(path, disputed=True)
+    assert (shipped["status"] == "disputed").sum() > 0
+    assert (written["status"] == "disputed").sum() == (shipped["status"] == "disputed").sum()
+    assert len(D.load_corrections(path)) == len(D.load_corrections("default"))
+
+
 def test_a_second_ranking_keeps_a_trained_correction_the_reviewer_turned_off(tmp_path: Path):
     from fastmask.suspects import write_suspects
 
@@ -224,3 +241,15 @@ def test_undoing_a_shipped_swap_suggests_corrections_that_really_undo_it():
     )
     fixed, _ = D.apply_corrections(frame, fixes)
     assert list(fixed["mask"]) == [D.STEM_TO_MASK[s] for s in STEMS], mine
+
+
+def test_an_age_suspect_whose_age_was_corrected_shows_the_band_it_trained_with():
+    # A correction moved person 4 (folder age 45) to >=60; its images look 30-59. The sheet
+    # read ">=60 (45)", an age that is not in that band.
+    oof = oof_with_errors()
+    person = oof["person"].str.startswith("000004_")
+    oof.loc[person, "age_band"] = 2
+    oof.loc[person, ["age_p0", "age_p1", "age_p2"]] = [0.02, 0.95, 0.03]
+    row = find_suspects(oof).query("task == 'age' and id == '000004'").iloc[0]
+    assert row["given"] == ">=60 (corrected from 45)"
+    assert row["suggested"] == "30-59 (45)" and row["correction"] == "45"

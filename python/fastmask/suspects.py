@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from fastmask.argtypes import positive_int
-from fastmask.data import STEM_TO_MASK, read_table
+from fastmask.data import STEM_TO_MASK, age_band, read_table
 from fastmask.errors import FastmaskError
 from fastmask.files import output_dir, write_csv_atomic, write_text_atomic
 from fastmask.schema import (
@@ -252,7 +252,11 @@ def person_suspects(oof: pd.DataFrame, task: str) -> pd.DataFrame:
             value = suggested_name
         else:
             age = _folder_age(str(person))
-            given_name = f"{AGE_NAMES[g]} ({age})" if age is not None else AGE_NAMES[g]
+            given_name = AGE_NAMES[g]
+            if age is not None:
+                # oof.csv holds the band trained with; a correction may have moved the age.
+                moved = int(age_band(age)) != g
+                given_name += f" (corrected from {age})" if moved else f" ({age})"
             target = age_for_band(age, int(sug)) if age is not None else None
             suggested_name = AGE_NAMES[sug] + (f" ({target})" if target is not None else "")
             value = str(target) if target is not None else ""
@@ -383,14 +387,15 @@ def correction_rows(table: pd.DataFrame) -> list[str]:
 
 def used_corrections(job: Job) -> list[str]:
     """The rows of the corrections file the job trained with (the shipped ones by default),
-    five columns each, so a reviewed file keeps them."""
+    five columns each, so a reviewed file keeps them; disputed rows keep their status (they
+    apply only with --disputed), so the file can replace the one the job trained with."""
     from fastmask.data import load_corrections
 
     task = job.summary.get("tasks", ["mask"])[0]
     source = job.effective.get(f"{task}.corrections", "default")
     if source == "none":
         return []
-    return correction_rows(load_corrections(source))
+    return correction_rows(load_corrections(source, disputed=True))
 
 
 def contact_sheets(
