@@ -156,3 +156,26 @@ def test_worst_zero_does_not_claim_there_are_no_mistakes(tmp_path: Path, monkeyp
     write_report([run], tmp_path / "out", worst=0)
     assert not any("no misclassified" in t for t in titles), titles
     assert any("0 of 6 misclassified" in t for t in titles), titles
+
+
+@pytest.mark.parametrize("name", ["exif_1.jpg", "exif_6.jpg", "exif_8.jpg"])
+def test_figures_show_images_upright_as_the_loader_trains_on_them(name: str):
+    # report's worst images and suspects' sheets drew the stored pixels: a phone photo
+    # tagged "rotate 90" lay on its side while the loader (and eda) turned it upright.
+    from fastmask.loader import decode
+    from fastmask.plots import upright_thumbnail
+
+    path = Path(__file__).parent / "data" / name
+    upright = decode(path)
+    thumb = upright_thumbnail(path, (256, 256))
+    assert thumb.shape == upright.shape
+    assert np.abs(thumb.astype(int) - upright.astype(int)).mean() < 8
+
+
+def test_an_unreadable_image_is_an_oserror_for_the_figures(tmp_path: Path):
+    from fastmask.plots import upright_thumbnail
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff truncated")
+    with pytest.raises(OSError):
+        upright_thumbnail(bad, (64, 64))

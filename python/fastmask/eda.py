@@ -37,7 +37,7 @@ import pandas as pd
 from fastmask import data as D
 from fastmask.argtypes import positive_int
 from fastmask.files import output_dir, write_text_atomic
-from fastmask.plots import DPI, pyplot, save_figure
+from fastmask.plots import DPI, pyplot, save_figure, upright_thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -283,16 +283,9 @@ def pick_samples(frame: pd.DataFrame, per_class: int, seed: int) -> dict[int, pd
 
 def load_thumbnail(path: str | Path, size: tuple[int, int] = THUMB_SIZE) -> np.ndarray | None:
     """An RGB thumbnail fitting `size`, upright per EXIF; None when the file cannot be read."""
-    from PIL import Image, ImageOps
-
     try:
-        with Image.open(path) as im:
-            # JPEG decodes at 1/2, 1/4 or 1/8 scale directly: much faster for thumbnails.
-            im.draft("RGB", size)
-            upright = ImageOps.exif_transpose(im).convert("RGB")
-            upright.thumbnail(size)
-            return np.asarray(upright)
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        return upright_thumbnail(path, size)
+    except OSError as err:
         log.warning("cannot read %s for samples.png: %s", path, err)
         return None
 

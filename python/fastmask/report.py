@@ -22,7 +22,7 @@ import numpy as np
 from fastmask.argtypes import non_negative_int
 from fastmask.errors import FastmaskError
 from fastmask.files import output_dir
-from fastmask.plots import pyplot, save_figure
+from fastmask.plots import pyplot, save_figure, upright_thumbnail
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -190,8 +190,6 @@ def worst_predictions(predictions: pd.DataFrame, count: int) -> pd.DataFrame:
 
 def plot_worst(run: RunFiles, path: Path, count: int = 16) -> Path:
     """Grid of the most confidently wrong validation images, titled true / predicted."""
-    from PIL import Image
-
     plt = pyplot()
     assert run.predictions is not None
     worst = worst_predictions(run.predictions, count)
@@ -202,9 +200,7 @@ def plot_worst(run: RunFiles, path: Path, count: int = 16) -> Path:
         ax.axis("off")
     for ax, row in zip(axes.ravel(), worst.itertuples(index=False), strict=False):
         try:
-            with Image.open(row.path) as im:
-                im.thumbnail((256, 256))
-                ax.imshow(np.asarray(im.convert("RGB")))
+            ax.imshow(upright_thumbnail(row.path, (256, 256)))
         except OSError as err:
             ax.text(0.5, 0.5, f"unreadable:\n{err}", ha="center", va="center", fontsize=7)
         person = str(row.person).split("_")[0]

@@ -402,9 +402,7 @@ def contact_sheets(
     table: pd.DataFrame, oof: pd.DataFrame, out: Path, per_sheet: int = 10
 ) -> list[Path]:
     """suspects_NN.png: per suspect person one row of their images, labels given / suggested."""
-    from PIL import Image
-
-    from fastmask.plots import pyplot, save_figure
+    from fastmask.plots import pyplot, save_figure, upright_thumbnail
 
     plt = pyplot()
     people: list[str] = list(dict.fromkeys(table["person"]))
@@ -433,9 +431,7 @@ def contact_sheets(
                     continue
                 item = rows.iloc[c]
                 try:
-                    with Image.open(item["path"]) as im:
-                        im.thumbnail((144, 192))
-                        ax.imshow(np.asarray(im.convert("RGB")))
+                    ax.imshow(upright_thumbnail(item["path"], (144, 192)))
                 except OSError:
                     ax.text(0.5, 0.5, "unreadable", ha="center", va="center", fontsize=7)
                 flagged = item["stem"] in flagged_stems
