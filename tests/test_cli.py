@@ -71,6 +71,7 @@ def test_an_unoptimised_build_warns_once_naming_the_fix(caplog, monkeypatch):
         ["report", "RUN", "--worst", "-1"],
         ["run", "demo", "--data", "D", "--out", "O", "--threads", "-1"],
         ["check", "D", "--threads", "-1"],
+        ["faces", "D", "--workers", "-1"],
     ],
 )
 def test_counts_out_of_range_are_usage_errors(args, capsys):

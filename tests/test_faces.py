@@ -207,6 +207,14 @@ def test_a_truncated_image_is_no_face_in_the_csv_and_in_the_grid(
     assert (data / "faces_grid.png").stat().st_size > 0
 
 
+def test_negative_workers_are_refused_before_any_work(tiny_data: Path, tmp_path: Path) -> None:
+    # A recipe's [faces] workers = -1 reached ThreadPoolExecutor: a ValueError traceback after
+    # the whole index was built.
+    with pytest.raises(FastmaskError, match="workers must be >= 0, got -1"):
+        faces.detect_faces(tiny_data, workers=-1, out=tmp_path / "f.csv")
+    assert not (tmp_path / "f.csv").exists()
+
+
 def test_cli_out_and_other_detector(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "boxes" / "haar.csv"
     assert cli.main(["faces", str(tiny_data), "--detector", "haar", "--out", str(out)]) == 0

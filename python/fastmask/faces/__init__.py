@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from fastmask.argtypes import non_negative_int
 from fastmask.faces.align import Alignment, aligned_crop, alignment, crop_matrix
 from fastmask.faces.cache import (
     BOX_COLUMNS,
@@ -74,7 +75,13 @@ def register(sub: Any) -> None:
         default=DEFAULT_DETECTOR,
         help=f"face detector (default: {DEFAULT_DETECTOR}; haar* are OpenCV cascades)",
     )
-    p.add_argument("--workers", type=int, default=None, metavar="N", help="detection threads")
+    p.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="detection threads (default, or 0: all cores, at most 8)",
+    )
     p.add_argument(
         "--out", default=None, metavar="FILE", help="cache file (default DATA/faces.csv)"
     )

@@ -232,7 +232,11 @@ def detect_faces(
     lenient: bool = False,
     grid: bool = True,
 ) -> Path:
-    """Detect one face per train and eval image of DATA into faces.csv; return its path."""
+    """Detect one face per train and eval image of DATA into faces.csv; return its path.
+
+    workers: detection threads; None or 0 for all cores (at most 8)."""
+    if workers is not None and workers < 0:
+        raise D.DataError(f"faces: workers must be >= 0, got {workers}")
     config = get_config(detector)
     csv_path = Path(out) if out is not None else Path(data) / "faces.csv"
     meta_path = csv_path.with_name(csv_path.name + ".json")
