@@ -135,6 +135,31 @@ def test_faces_csv_keeps_box_columns_first_and_round_trips_landmarks(tmp_path: P
     assert faces.load_face_boxes(csv)["a.jpg"] == (1.0, 2.0, 40.0, 50.0)
 
 
+@pytest.mark.parametrize(
+    ("box", "landmarks", "message"),
+    [
+        ("1,2,abc,40,0.9", "", r"line 3, x1 = 'abc': expected a finite number"),
+        ("1,2,inf,40,0.9", "", r"line 3, x1 = inf: expected a finite number"),
+        ("1,,30,40,0.9", "", r"line 3: the box \(x0, y0, x1, y1\) is partly empty"),
+        ("1,2,30,40,high", "", r"line 3, score = 'high': expected a finite number"),
+        ("1,2,30,40,0.9", "3,x,5,6,7,8,9,10,11,12", r"line 3, le_y = 'x': expected a finite"),
+    ],
+)
+def test_bad_values_in_a_faces_file_are_named(
+    tmp_path: Path, box: str, landmarks: str, message: str
+) -> None:
+    # A hand-edited faces.csv: 'abc' ended in a bare ValueError traceback (no file, no line),
+    # inf in one from the loader, and a half-filled box was silently "no face".
+    csv = tmp_path / "faces.csv"
+    header = ",".join(faces.CSV_COLUMNS)
+    points = landmarks or "," * 9
+    csv.write_text(f"{header}\n/d/a.jpg,1,2,30,40,0.9{',' * 10}\n/d/b.jpg,{box},{points}\n")
+    loaders = [faces.load_faces] + ([] if landmarks else [faces.load_face_boxes])
+    for load in loaders:
+        with pytest.raises(FastmaskError, match=f"faces.csv: {message}"):
+            load(csv)
+
+
 def test_unreadable_faces_file_is_named(tmp_path: Path) -> None:
     csv = tmp_path / "faces.csv"
     csv.write_bytes(b"")

@@ -56,15 +56,38 @@ def _boxes(frame: pd.DataFrame, csv_path: str | Path) -> dict[str, Box | None]:
     missing = [c for c in BOX_COLUMNS if c not in frame.columns]
     if missing:
         raise D.DataError(f"{csv_path}: missing column(s) {', '.join(missing)}")
+    _numbers(frame, ["score"], csv_path)
+    coords = _numbers(frame, BOX_COLUMNS[1:5], csv_path)
+    empty = coords.isna()
+    partial = empty.any(axis=1) & ~empty.all(axis=1)
+    if partial.any():
+        i = int(np.flatnonzero(partial)[0])
+        raise D.DataError(
+            f"{csv_path}: line {i + 2}: the box (x0, y0, x1, y1) is partly empty "
+            f"({', '.join(map(str, coords.iloc[i]))}): give all four or none (no face)"
+        )
     boxes: dict[str, Box | None] = {}
-    for row in frame.itertuples(index=False):
-        coords = (row.x0, row.y0, row.x1, row.y1)
-        if any(pd.isna(c) for c in coords):
-            boxes[str(row.path)] = None
-        else:
-            x0, y0, x1, y1 = (float(c) for c in coords)
-            boxes[str(row.path)] = (x0, y0, x1, y1)
+    for path, (x0, y0, x1, y1) in zip(frame["path"], coords.itertuples(index=False), strict=True):
+        boxes[str(path)] = None if pd.isna(x0) else (float(x0), float(y0), float(x1), float(y1))
     return boxes
+
+
+def _numbers(frame: pd.DataFrame, columns: Sequence[str], csv_path: str | Path) -> pd.DataFrame:
+    """The columns as floats (NaN where empty); a value that is not a finite number is named."""
+    out = {}
+    for column in columns:
+        values = pd.to_numeric(frame[column], errors="coerce").astype(float)
+        bad = (values.isna() & frame[column].notna()) | np.isinf(values)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raw = frame[column].iloc[i]
+            shown = repr(raw) if isinstance(raw, str) else str(float(raw))
+            raise D.DataError(
+                f"{csv_path}: line {i + 2}, {column} = {shown}: expected a finite number "
+                "(or an empty field: no face)"
+            )
+        out[column] = values
+    return pd.DataFrame(out)
 
 
 def expand_box(
@@ -102,19 +125,20 @@ def load_faces(csv_path: str | Path) -> dict[str, Face | None]:
     frame = _read_faces_csv(csv_path)
     boxes = _boxes(frame, csv_path)
     has_landmarks = all(c in frame.columns for c in LANDMARK_COLUMNS)
+    scores = _numbers(frame, ["score"], csv_path)["score"]
+    points = _numbers(frame, LANDMARK_COLUMNS, csv_path).to_numpy() if has_landmarks else None
     out: dict[str, Face | None] = {}
-    for row in frame.to_dict("records"):
-        path = str(row["path"])
+    for i, path in enumerate(frame["path"].astype(str)):
         box = boxes[path]
         if box is None:
             out[path] = None
             continue
-        values = [row[c] for c in LANDMARK_COLUMNS] if has_landmarks else []
-        points = None
-        if values and not any(pd.isna(v) for v in values):
-            points = tuple((float(values[i]), float(values[i + 1])) for i in range(0, 10, 2))
-        score = float(row["score"]) if not pd.isna(row["score"]) else 0.0
-        out[path] = Face(box, score, points)
+        landmarks = None
+        if points is not None and not np.isnan(points[i]).any():
+            xy = points[i].reshape(-1, 2)
+            landmarks = tuple((float(x), float(y)) for x, y in xy)
+        score = float(scores.iloc[i]) if not pd.isna(scores.iloc[i]) else 0.0
+        out[path] = Face(box, score, landmarks)
     return out
 
 
