@@ -169,6 +169,34 @@ def test_missing_faces_file_says_how_to_make_it(tmp_path: Path):
         face_crop_boxes(c, ["a.jpg"])
 
 
+def test_images_missing_from_the_faces_file_are_refused(face_data: Path, tmp_path: Path, capsys):
+    # A faces file made before eval/ (or new people) was added: predict fed every eval image
+    # the centre crop to a model trained on faces, logging only "0 of 4 images have a face box".
+    from fastmask.crops import face_crop_boxes
+    from fastmask.data import build_index, read_eval
+    from fastmask.train import TrainConfig
+
+    train = build_index(face_data).frame["path"].tolist()
+    evals = read_eval(face_data)["path"].tolist()
+    with open(face_data / "faces.csv") as f:
+        lines = f.read().splitlines()
+    partial = tmp_path / "train_only.csv"
+    partial.write_text("\n".join(line for line in lines if "/eval/" not in line) + "\n")
+    c = TrainConfig(task="mask", data=str(face_data), crop="face", faces=str(partial))
+    assert len(face_crop_boxes(c, train) or []) == len(train)
+    with pytest.raises(FastmaskError, match=rf"{len(evals)} of {len(evals)} images have no row in"):
+        face_crop_boxes(c, evals)
+    # Through the CLI: a clean error that names the file and how to remake it.
+    run = tmp_path / "run"
+    argv = ["train", "mask", "--data", str(face_data), "--out", str(run), *TINY_TRAIN]
+    assert cli.main([*argv, "--crop", "face", "--faces", str(partial)]) == 0
+    out = tmp_path / "pred.csv"
+    assert cli.main(["predict", str(run), "--data", str(face_data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "train_only.csv" in err and evals[0] in err and "python -m fastmask faces" in err
+    assert not out.exists()
+
+
 def test_mask_augment_is_off_by_default_and_stays_in_the_band(face_data: Path, tmp_path: Path):
     path = sorted(face_data.rglob("mask1.jpg"))[0]
     image = np.asarray(Image.open(path).convert("RGB"))

@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from fastmask import _native
 from fastmask.errors import FastmaskError
@@ -89,7 +89,16 @@ def face_crop_boxes(
             f"--crop {c.crop} needs {source}: run `python -m fastmask faces {source.parent}` first"
         )
     found = _lookup(load_faces(source), paths)
-    out = boxes_from_faces(c.crop, c.face_margin, found)
+    absent = [p for p, f in zip(paths, found, strict=True) if f is _ABSENT]
+    if absent:
+        # Centre crops here would feed the model other framing than it was trained with.
+        remake = f"{source.parent}" if not c.faces else f"DATA --out {source}"
+        raise FastmaskError(
+            f"--crop {c.crop}: {len(absent)} of {len(paths)} images have no row in {source} "
+            f"(first: {absent[0]}); it was made for other images: run "
+            f"`python -m fastmask faces {remake}` again"
+        )
+    out = boxes_from_faces(c.crop, c.face_margin, cast("list[Face | None]", found))
     if c.crop == "face-aligned":
         eyes = [f is not None and f.landmarks is not None for f in found]
         log.info("face-aligned crop: %d images have eyes to level", sum(eyes))
@@ -141,9 +150,18 @@ def aligned_box(face: Face, margin: float) -> CropBox | None:
     return (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, a.angle)
 
 
-def _lookup(found: Mapping[str, _T], paths: list[str]) -> list[_T | None]:
-    # Keys are written as data.build_index/read_eval spell paths; resolve to forgive ./ or /abs,
-    # then match by the part inside the data folder, which survives a move of the folder.
+# What `_lookup` gives for a path that has no row at all (None is a row saying "no face").
+_ABSENT: Any = object()
+
+
+def _lookup(found: Mapping[str, _T], paths: list[str]) -> list[_T]:
+    """Each path's value, `_ABSENT` where it has none.
+
+    Keys are written as data.build_index/read_eval spell paths; resolve to forgive ./ or /abs,
+    then match by the part inside the data folder, which survives a move of the folder."""
     resolved = {os.path.realpath(k): v for k, v in found.items()}
     inside = {data_key(k): v for k, v in found.items()}
-    return [found.get(p, resolved.get(os.path.realpath(p), inside.get(data_key(p)))) for p in paths]
+    return [
+        found.get(p, resolved.get(os.path.realpath(p), inside.get(data_key(p), _ABSENT)))
+        for p in paths
+    ]
