@@ -153,6 +153,7 @@ def test_classify_feeds_a_face_crop_model_the_faces_its_detector_finds(
 ):
     from fastmask.crops import boxes_from_faces, face_detector
     from fastmask.faces import detect_paths
+    from fastmask.faces.cache import as_written
 
     # The tiny multi run as if trained with --crop face: classify must frame images as
     # predict does (face box grown by the margin), not with the centre crop.
@@ -161,7 +162,8 @@ def test_classify_feeds_a_face_crop_model_the_faces_its_detector_finds(
     face_run = tmp_path / "face_run"
     face_run.mkdir()
     torch.save(ckpt, face_run / "best.pt")
-    faces = detect_paths(images, "mtcnn")
+    # As faces.csv keeps them (0.1 pixel), which is what predict crops to.
+    faces = [as_written(f) for f in detect_paths(images, "mtcnn")]
     assert any(f is not None for f in faces), "some synthetic faces should be found"
     boxes = boxes_from_faces("face", 0.2, faces)
     model = load_model(face_run / "best.pt", CPU)
@@ -187,6 +189,37 @@ def test_classify_feeds_a_face_crop_model_the_faces_its_detector_finds(
     face_crop = read_metadata(exported)["face_crop"]
     assert face_crop == {"margin": 0.2, "aligned": False, "detector": "mtcnn"}
     assert load_exported(exported, CPU).face_detector == "mtcnn"
+
+
+def test_classify_frames_faces_exactly_as_predict_does_from_faces_csv(
+    runs, images, tmp_path: Path, capsys
+):
+    from fastmask.crops import face_crop_boxes
+    from fastmask.faces import detect_paths
+    from fastmask.faces.cache import face_rows
+    from fastmask.train import TrainConfig
+
+    # faces.csv keeps boxes to 0.1 pixel; classify framed the detector's unrounded boxes, so
+    # the same model gave other probabilities for the same image than predict (1e-3 here).
+    faces_file = tmp_path / "faces.csv"
+    face_rows(images, detect_paths(images, "mtcnn")).to_csv(faces_file, index=False)
+    ckpt = torch.load(runs["multi"] / "best.pt", map_location="cpu", weights_only=True)
+    config = {**ckpt["config"], "crop": "face-aligned", "faces": str(faces_file)}
+    ckpt["config"] = config
+    face_run = tmp_path / "face_run"
+    face_run.mkdir()
+    torch.save(ckpt, face_run / "best.pt")
+    boxes = face_crop_boxes(TrainConfig.from_json(config), images)
+    assert boxes is not None and any(b is not None for b in boxes)
+    model = load_model(face_run / "best.pt", CPU)
+    predicted = predict_probabilities(model, images, device=CPU, threads=2, crop_boxes=boxes)
+    argv = ["classify", *images, "--model", str(face_run), "--threads", "2", "--json"]
+    assert cli.main([*argv, "--detector", "mtcnn"]) == 0
+    records = json.loads(capsys.readouterr().out)
+    for i, r in enumerate(records):
+        for head in TASKS:
+            got = list(r["probabilities"][head].values())
+            np.testing.assert_allclose(got, predicted[head][i], rtol=0, atol=1e-6)
 
 
 def test_classify_refuses_incomplete_or_duplicate_model_sets(runs, exported, images):

@@ -292,6 +292,7 @@ def face_boxes(
     detector's), None when no model crops to faces."""
     from fastmask.crops import FACE_CROPS, boxes_from_faces, face_detector
     from fastmask.faces import detect_paths
+    from fastmask.faces.cache import as_written
 
     found: dict[str, list[Face | None]] = {}
     boxes: dict[str, list[Any] | None] = {}
@@ -303,7 +304,8 @@ def face_boxes(
         name = detector or m.face_detector or face_detector(m.config)
         if name not in found:
             log.info("classify: faces by %s for the %s model (--crop %s)", name, task, crop)
-            found[name] = detect_paths(paths, name, workers=threads or os.cpu_count() or 1)
+            faces = detect_paths(paths, name, workers=threads or os.cpu_count() or 1)
+            found[name] = [as_written(f) for f in faces]
         boxes[task] = boxes_from_faces(crop, float(m.config.get("face_margin", 0.3)), found[name])
     return boxes, next(iter(found.values()), None)
 

@@ -232,16 +232,29 @@ def _cache_is_current(csv_path: Path, meta_path: Path, print_: str) -> bool:
     return csv_path.exists() and meta.get("fingerprint") == print_
 
 
+def as_written(face: Face | None) -> Face | None:
+    """The face as faces.csv keeps it (pixels to 0.1, score to 4 places): what `train` and
+    `predict` crop to, so `classify` frames a face it detects through this too."""
+    if face is None:
+        return None
+    x0, y0, x1, y1 = (round(float(v), 1) for v in face.box)
+    points = face.landmarks
+    if points is not None:
+        points = tuple((round(float(x), 1), round(float(y), 1)) for x, y in points)
+    return Face((x0, y0, x1, y1), round(float(face.score), 4), points)
+
+
 def face_rows(paths: Sequence[str], found: Sequence[Face | None]) -> pd.DataFrame:
     """The faces.csv table: one row per path, empty fields where there is no face/landmark."""
     rows: list[dict[str, object]] = []
-    for path, face in zip(paths, found, strict=True):
+    for path, found_face in zip(paths, found, strict=True):
         row: dict[str, object] = {"path": path}
+        face = as_written(found_face)
         if face is not None:
-            x0, y0, x1, y1 = (round(float(v), 1) for v in face.box)
-            row.update(x0=x0, y0=y0, x1=x1, y1=y1, score=round(face.score, 4))
+            x0, y0, x1, y1 = face.box
+            row.update(x0=x0, y0=y0, x1=x1, y1=y1, score=face.score)
             for name, (x, y) in zip(LANDMARK_NAMES, face.landmarks or (), strict=False):
-                row[f"{name}_x"], row[f"{name}_y"] = round(x, 1), round(y, 1)
+                row[f"{name}_x"], row[f"{name}_y"] = x, y
         rows.append(row)
     return pd.DataFrame(rows, columns=CSV_COLUMNS)
 
