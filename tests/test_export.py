@@ -222,6 +222,14 @@ def test_classify_frames_faces_exactly_as_predict_does_from_faces_csv(
             np.testing.assert_allclose(got, predicted[head][i], rtol=0, atol=1e-6)
 
 
+def test_classify_detector_says_when_no_model_uses_it(exported, images, caplog, capsys):
+    # --detector was silently ignored when no model crops to faces.
+    argv = ["classify", images[0], "--model", str(exported["multi_ts"]), "--threads", "2"]
+    assert cli.main([*argv, "--detector", "haar"]) == 0
+    assert "--detector haar: no model here was trained on face crops" in caplog.text
+    assert "no face found" not in capsys.readouterr().out
+
+
 def test_classify_refuses_incomplete_or_duplicate_model_sets(runs, exported, images):
     with pytest.raises(FastmaskError, match="two age models"):
         classify(images, [runs["age"], exported["mask_onnx"], runs["age"]], threads=2)

@@ -307,6 +307,12 @@ def face_boxes(
             faces = detect_paths(paths, name, workers=threads or os.cpu_count() or 1)
             found[name] = [as_written(f) for f in faces]
         boxes[task] = boxes_from_faces(crop, float(m.config.get("face_margin", 0.3)), found[name])
+    if detector and not found:
+        log.warning(
+            "--detector %s: no model here was trained on face crops; every image gets its "
+            "model's centre crop",
+            detector,
+        )
     return boxes, next(iter(found.values()), None)
 
 
