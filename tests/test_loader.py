@@ -361,6 +361,35 @@ def run_child(code: str, images, timeout: float = 60.0, **kw) -> subprocess.Comp
     )  # fmt: skip
 
 
+def test_huge_class_labels_and_negative_seeds_are_clear_value_errors(images):
+    # A label or oversample class of 2**40 made the native side allocate a list per class up
+    # to it: "memory allocation ... failed" and the process aborted. A negative seed, rank or
+    # epoch reached it as an OverflowError ("can't convert negative int to unsigned").
+    out = run_child(
+        """
+        for kw in [dict(labels=[2**40] + labels[1:]), dict(oversample={2**40: 1.0})]:
+            try:
+                Loader(paths, kw.pop("labels", labels), batch_size=8, image_size=32, **kw)
+            except ValueError as err:
+                print(err)
+        """,
+        images,
+    )
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()
+    assert f"label {2**40} at position 0" in first and "2**24" in first
+    assert f"oversample class {2**40}" in second and "2**24" in second
+    paths, labels = images
+    for kw, message in [({"seed": -1}, "seed"), ({"rank": -1}, "rank")]:
+        with pytest.raises(ValueError, match=message):
+            Loader(paths, labels, batch_size=8, image_size=32, **kw)
+    with Loader(paths, labels, batch_size=8, image_size=32) as loader:
+        with pytest.raises(ValueError, match="epoch -1"):
+            loader.set_epoch(-1)
+        with pytest.raises(ValueError, match="epoch -2"):
+            loader.load_state_dict({"epoch": -2, "batch": 0})
+
+
 def test_break_exception_and_exit_mid_epoch_do_not_hang(images):
     out = run_child(
         """

@@ -86,15 +86,43 @@ def _image_size(size: int | Sequence[int]) -> tuple[int, int]:
     return int(pair[0]), int(pair[1])
 
 
+# The native side keeps a list per class number up to the largest one (24 bytes each): a
+# label of 2**40 made it allocate terabytes and abort the process.
+MAX_CLASS = 2**24
+
+
 def _int_labels(labels: Sequence[int] | np.ndarray) -> list[int]:
-    """Class labels as ints; a fractional one is refused rather than truncated to another class."""
+    """Class labels as ints; a fractional one is refused rather than truncated to another class,
+    and one of MAX_CLASS or more rather than left to abort the process."""
     values = np.asarray(labels).ravel()
     out = []
     for i, v in enumerate(values.tolist()):
         if isinstance(v, float) and not v.is_integer():
             raise ValueError(f"label {v} at position {i} is not a whole class number")
+        if int(v) >= MAX_CLASS:
+            raise ValueError(
+                f"label {int(v)} at position {i}: class labels must be below 2**24 "
+                "(negative ones, such as -1, are no class)"
+            )
         out.append(int(v))
     return out
+
+
+def _oversample(
+    oversample: None | str | Mapping[int, float],
+) -> None | str | Mapping[int, float]:
+    """Refuse an oversample class the native side would allocate a weight list up to."""
+    if isinstance(oversample, Mapping):
+        for c in oversample:
+            if isinstance(c, numbers.Integral) and int(c) >= MAX_CLASS:
+                raise ValueError(f"oversample class {c}: class labels must be below 2**24")
+    return oversample
+
+
+def _non_negative(name: str, value: int) -> int:
+    if value < 0:
+        raise ValueError(f"{name} {value} must be >= 0")
+    return value
 
 
 def _rgb255(v: Sequence[float]) -> tuple[float, float, float]:
@@ -237,6 +265,8 @@ class Loader:
         self.height, self.width = _image_size(image_size)
         if threads is not None and threads < 0:
             raise ValueError(f"threads must be >= 0 (0 or None: all cores), got {threads}")
+        _non_negative("seed", seed)
+        _non_negative("rank", rank)
         self.batch_size = batch_size
         self.train = train
         self.augment = as_augment(augment)
@@ -265,7 +295,7 @@ class Loader:
             train=train,
             augment=self.augment,
             shuffle=train if shuffle is None else shuffle,
-            oversample=oversample,
+            oversample=_oversample(oversample),
             seed=seed,
             rank=rank,
             world_size=world_size,
@@ -333,7 +363,7 @@ class Loader:
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the epoch whose plan and augmentation the next iteration uses."""
-        self._epoch = int(epoch)
+        self._epoch = _non_negative("epoch", int(epoch))
         self._start = self._position = 0
 
     def state_dict(self) -> dict[str, int]:
@@ -346,7 +376,7 @@ class Loader:
         Every sample's choice and augmentation derive from (seed, epoch, position), so the
         skipped batches are never decoded and the rest equal an uninterrupted epoch's.
         """
-        epoch, batch = int(state["epoch"]), int(state["batch"])
+        epoch, batch = _non_negative("epoch", int(state["epoch"])), int(state["batch"])
         if batch < 0:
             raise ValueError(f"loader position batch {batch} must be >= 0")
         self._epoch, self._start, self._position = epoch, batch, batch
