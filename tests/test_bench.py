@@ -41,6 +41,9 @@ def test_bench_loader_measures_every_pipeline_and_derives_the_ratios(bench_data:
         r["fastmask_uncached"] / r["decode_fastmask_parallel"]
     )
     assert r["cache_pixel_bytes"] > 0 and "rss_growth" in r
+    # The cache's RSS leaves out the ring buffers (4 times the cache's pixels here): RSS moves
+    # by a few MB on its own, so only a loose bound.
+    assert r["cache_rss_ratio"] < 2.5
     assert len(r["targets"]) == 6 and all(isinstance(v, bool) for v in r["targets"].values())
     text = format_results(r)
     assert "(b) fastmask warm cache" in text and "decode ceiling" in text

@@ -455,6 +455,13 @@ class Loader:
         if pipe is not None and not pipe.closed:
             self._token += 1
             pipe.close()
+        # The ring's buffers go now, not when the object does (a batch still held keeps its
+        # own); a GPU copy still reading one finishes first.
+        for event in getattr(self, "_events", []):
+            if event is not None:
+                event.synchronize()
+        ring = len(getattr(self, "_host", []))
+        self._host, self._held, self._events = [None] * ring, [None] * ring, [None] * ring
         _live_loaders.discard(self)
 
     def __enter__(self) -> Loader:
