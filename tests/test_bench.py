@@ -56,9 +56,13 @@ def test_bench_cli_writes_json(bench_data: Path, tmp_path: Path, capsys):
     flags += ["--repeats", "1", "--rss-epochs", "0"]
     argv = ["bench", "loader", "--data", str(bench_data), *flags, "--json", str(out)]
     assert cli.main(argv) == 0
-    assert "ratio (a)/(c)" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "ratio (a)/(c)" in text
     saved = json.loads(out.read_text())
     assert saved["images"] == 32 and "rss_growth" not in saved
+    # Not measured (--rss-epochs 0): the RSS growth target was printed as "met".
+    assert not any("RSS growth" in name for name in saved["targets"])
+    assert "target RSS growth" not in text and "RSS growth: not measured" in text
 
 
 def test_bench_needs_a_batch_of_jpegs(bench_data: Path):
