@@ -72,6 +72,14 @@ def test_an_unoptimised_build_warns_once_naming_the_fix(caplog, monkeypatch):
         ["run", "demo", "--data", "D", "--out", "O", "--threads", "-1"],
         ["check", "D", "--threads", "-1"],
         ["faces", "D", "--workers", "-1"],
+        # bench: --repeats 0 ended in StatisticsError, --images -5 left out the last 5 images.
+        ["bench", "loader", "--data", "D", "--repeats", "0"],
+        ["bench", "loader", "--data", "D", "--images", "-5"],
+        ["bench", "loader", "--data", "D", "--threads", "-1"],
+        ["bench", "loader", "--data", "D", "--batch-size", "0"],
+        ["bench", "loader", "--data", "D", "--rss-epochs", "-1"],
+        ["bench", "check", "--data", "D", "--epochs", "0"],
+        ["bench", "check", "--data", "D", "--threads", "-1"],
     ],
 )
 def test_counts_out_of_range_are_usage_errors(args, capsys):

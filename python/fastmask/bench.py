@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fastmask.argtypes import non_negative_int, positive_int
 from fastmask.errors import FastmaskError
 
 log = logging.getLogger(__name__)
@@ -406,11 +407,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     which = p.add_subparsers(dest="bench", metavar="WHAT", required=True)
     lp = which.add_parser("loader", help="loader throughput vs torchvision DataLoader + PIL")
     lp.add_argument("--data", required=True, help="data set (fastmask synth writes one)")
-    lp.add_argument("--threads", type=int, default=None, help="threads / workers (all cores)")
-    lp.add_argument("--images", type=int, default=None, help="use at most this many JPEGs")
-    lp.add_argument("--batch-size", type=int, default=64)
-    lp.add_argument("--repeats", type=int, default=3, help="timed runs per case (median)")
-    lp.add_argument("--rss-epochs", type=int, default=20, help="cached epochs for the RSS check")
+    lp.add_argument(
+        "--threads", type=non_negative_int, default=None, help="threads / workers (all cores)"
+    )
+    lp.add_argument("--images", type=positive_int, default=None, help="use at most this many JPEGs")
+    lp.add_argument("--batch-size", type=positive_int, default=64)
+    lp.add_argument("--repeats", type=positive_int, default=3, help="timed runs per case (median)")
+    lp.add_argument(
+        "--rss-epochs", type=non_negative_int, default=20, help="cached epochs for the RSS check"
+    )
     lp.add_argument("--json", help="also write the figures to this JSON file")
     lp.add_argument(
         "--lenient", action="store_true", help="skip broken items of the data set with a warning"
@@ -418,9 +423,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     lp.set_defaults(func=run)
     cp = which.add_parser("check", help="train's header check against one epoch's loading")
     cp.add_argument("--data", required=True, help="data set (fastmask synth writes one)")
-    cp.add_argument("--threads", type=int, default=2, help="check and loader threads (2)")
-    cp.add_argument("--repeats", type=int, default=3, help="timed checks per kind (median)")
-    cp.add_argument("--epochs", type=int, default=2, help="timed loader epochs (median)")
+    cp.add_argument(
+        "--threads", type=non_negative_int, default=2, help="check and loader threads (2)"
+    )
+    cp.add_argument(
+        "--repeats", type=positive_int, default=3, help="timed checks per kind (median)"
+    )
+    cp.add_argument("--epochs", type=positive_int, default=2, help="timed loader epochs (median)")
     cp.add_argument("--json", help="also write the figures to this JSON file")
     cp.add_argument(
         "--lenient", action="store_true", help="skip broken items of the data set with a warning"
