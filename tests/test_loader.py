@@ -454,6 +454,48 @@ def test_keyboard_interrupt_while_waiting(images):
     assert out.stdout.strip() == "interrupted"
 
 
+def test_close_from_a_signal_handler_or_another_thread_while_waiting(images):
+    # close() while a batch was awaited (a SIGTERM handler's cleanup, a watchdog thread) failed
+    # with "RuntimeError: Already borrowed" and left the loader open; the iteration now stops
+    # with "superseded by ... close()" and the loader ends closed.
+    out = run_child(
+        """
+        import signal, threading, time
+        big = dict(batch_size=200, image_size=256, threads=1, prefetch=1)
+        ld = Loader(paths * 100, labels * 100, **big)
+        signal.signal(signal.SIGALRM, lambda *_: ld.close())
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        try:
+            for _ in ld:
+                pass
+        except RuntimeError as err:
+            print("signal:", err)
+        print("closed" if ld._pipe.closed else "open")
+        ld = Loader(paths * 100, labels * 100, **big)
+        errors = []
+        def consume():
+            try:
+                for _ in ld:
+                    pass
+            except RuntimeError as err:
+                errors.append(str(err))
+        t = threading.Thread(target=consume)
+        t.start()
+        time.sleep(0.3)
+        ld.close()
+        t.join(60)
+        print("thread:", errors[0] if errors else "finished")
+        print("closed" if ld._pipe.closed else "open")
+        """,
+        images,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("signal:") and "close()" in lines[0], lines
+    assert lines[2].startswith("thread:") and "close()" in lines[2], lines
+    assert lines[1] == lines[3] == "closed", lines
+
+
 def test_fork_after_pool_started(images):
     out = run_child(
         """

@@ -22,6 +22,7 @@ import logging
 import math
 import numbers
 import os
+import threading
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -313,6 +314,12 @@ class Loader:
         self._position = 0
         self._num_batches = self._pipe.start_epoch(0)
         self._token = 0
+        # Native calls that block without the GIL (wait, start_epoch, cancel) hold the pipe;
+        # a close() meanwhile (a signal handler, another thread) is left to the call in
+        # progress, which closes when it returns ("Already borrowed" otherwise).
+        self._lock = threading.RLock()
+        self._busy = 0
+        self._close_pending = False
         self._host: list[tuple[np.ndarray, np.ndarray] | None] = [None] * self._ring
         self._held: list[tuple[weakref.ref[np.ndarray], ...] | None] = [None] * self._ring
         self._events: list[Any] = [None] * self._ring
@@ -385,7 +392,8 @@ class Loader:
         if self._pipe.closed:
             raise RuntimeError("loader is closed")
         self._token += 1
-        self._num_batches = self._pipe.start_epoch(self._epoch)
+        with self._native() as pipe:
+            self._num_batches = pipe.start_epoch(self._epoch)
         if self._start > self._num_batches:
             raise ValueError(
                 f"loader position batch {self._start} is past epoch {self._epoch}'s "
@@ -409,13 +417,17 @@ class Loader:
                     self._free_slot(slot)
                     self._pipe.schedule(scheduled, slot)
                     scheduled += 1
-                count = self._pipe.wait(k)
+                with self._native() as pipe:
+                    count = pipe.wait(k)
+                if token != self._token:  # closed (or superseded) while waiting
+                    raise RuntimeError("this iteration was superseded by a newer iter() or close()")
                 self._report_skipped()
                 self._position = k + 1
                 yield self._deliver(k % self._ring, count)
         finally:
             if token == self._token and not self._pipe.closed:
-                self._pipe.cancel()
+                with self._native() as pipe:
+                    pipe.cancel()
 
     def _report_skipped(self) -> None:
         for message in self._pipe.take_skipped():
@@ -425,7 +437,8 @@ class Loader:
 
     def _deliver(self, slot: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         host = self._host[slot]
-        assert host is not None
+        if host is None:  # closed by another thread since the wait returned
+            raise RuntimeError("loader is closed")
         images_np, labels_np = host[0][:count], host[1][:count]
         self._held[slot] = (weakref.ref(images_np), weakref.ref(labels_np))
         images = torch.from_numpy(images_np).permute(0, 3, 1, 2)  # NHWC memory = channels_last
@@ -449,11 +462,37 @@ class Loader:
 
     # -- lifetime --------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _native(self) -> Iterator[Any]:
+        """The pipe, for a call that blocks without the GIL; a close() requested meanwhile
+        happens when it returns."""
+        with self._lock:
+            if self._pipe.closed or self._close_pending:
+                raise RuntimeError("loader is closed")
+            self._busy += 1
+        try:
+            yield self._pipe
+        finally:
+            with self._lock:
+                self._busy -= 1
+                close_now = self._close_pending and self._busy == 0
+            if close_now:
+                self.close()
+
     def close(self) -> None:
-        """Stop the workers and free the buffers. Safe to call more than once."""
+        """Stop the workers and free the buffers. Safe to call more than once, and from a
+        signal handler or another thread while a batch is awaited: the iteration then stops
+        with a RuntimeError, closing the loader as its wait returns."""
         pipe = getattr(self, "_pipe", None)
-        if pipe is not None and not pipe.closed:
-            self._token += 1
+        if pipe is None:  # __init__ failed before the pipe
+            return
+        with getattr(self, "_lock", contextlib.nullcontext()):
+            self._token = getattr(self, "_token", 0) + 1
+            if getattr(self, "_busy", 0):
+                self._close_pending = True
+                return
+            self._close_pending = False
+        if not pipe.closed:
             pipe.close()
         # The ring's buffers go now, not when the object does (a batch still held keeps its
         # own); a GPU copy still reading one finishes first.
