@@ -382,11 +382,13 @@ def run_child(code: str, images, timeout: float = 60.0, **kw) -> subprocess.Comp
 
 def test_huge_class_labels_and_negative_seeds_are_clear_value_errors(images):
     # A label or oversample class of 2**40 made the native side allocate a list per class up
-    # to it: "memory allocation ... failed" and the process aborted. A negative seed, rank or
+    # to it, and a weight of 1e30 a plan that size: "memory allocation ... failed" and the
+    # process aborted. A negative seed, rank or
     # epoch reached it as an OverflowError ("can't convert negative int to unsigned").
     out = run_child(
         """
-        for kw in [dict(labels=[2**40] + labels[1:]), dict(oversample={2**40: 1.0})]:
+        for kw in [dict(labels=[2**40] + labels[1:]), dict(oversample={2**40: 1.0}),
+                   dict(oversample={0: 1e30})]:
             try:
                 Loader(paths, kw.pop("labels", labels), batch_size=8, image_size=32, **kw)
             except ValueError as err:
@@ -395,9 +397,10 @@ def test_huge_class_labels_and_negative_seeds_are_clear_value_errors(images):
         images,
     )
     assert out.returncode == 0, out.stderr
-    first, second = out.stdout.splitlines()
+    first, second, third = out.stdout.splitlines()
     assert f"label {2**40} at position 0" in first and "2**24" in first
     assert f"oversample class {2**40}" in second and "2**24" in second
+    assert "would draw 2.8e+31 samples per epoch" in third, third
     paths, labels = images
     for kw, message in [({"seed": -1}, "seed"), ({"rank": -1}, "rank")]:
         with pytest.raises(ValueError, match=message):

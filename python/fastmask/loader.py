@@ -109,14 +109,32 @@ def _int_labels(labels: Sequence[int] | np.ndarray) -> list[int]:
     return out
 
 
+# Samples one epoch's plan may hold: a weight of 1e30 made the native side try to allocate
+# the plan and abort the process.
+MAX_PLAN = 2**28
+
+
 def _oversample(
-    oversample: None | str | Mapping[int, float],
+    oversample: None | str | Mapping[int, float], labels: list[int] | None
 ) -> None | str | Mapping[int, float]:
-    """Refuse an oversample class the native side would allocate a weight list up to."""
+    """Refuse an oversample class the native side would allocate a weight list up to, and
+    weights that would make an epoch's plan too large to hold."""
     if isinstance(oversample, Mapping):
         for c in oversample:
             if isinstance(c, numbers.Integral) and int(c) >= MAX_CLASS:
                 raise ValueError(f"oversample class {c}: class labels must be below 2**24")
+        if labels is not None:
+            counts = np.bincount([y for y in labels if y >= 0], minlength=1)
+            total = 0.0
+            for c, n in enumerate(counts.tolist()):
+                w = oversample.get(c, 1.0)
+                if isinstance(w, numbers.Real) and math.isfinite(w):  # the rest: native error
+                    total += round(n * float(w))
+            if total > MAX_PLAN:
+                raise ValueError(
+                    f"oversample {dict(oversample)!r} would draw {total:.3g} samples per "
+                    f"epoch, over the limit of 2**28"
+                )
     return oversample
 
 
@@ -296,7 +314,7 @@ class Loader:
             train=train,
             augment=self.augment,
             shuffle=train if shuffle is None else shuffle,
-            oversample=_oversample(oversample),
+            oversample=_oversample(oversample, label_list),
             seed=seed,
             rank=rank,
             world_size=world_size,
