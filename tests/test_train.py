@@ -568,6 +568,19 @@ def test_weights_path_is_kept_absolute_so_resume_works_from_anywhere(tmp_path: P
     assert config_for_args(parse(args))[0].weights == os.path.abspath("w.pt")
 
 
+def test_a_corrections_path_is_kept_absolute_so_resume_and_suspects_work_from_anywhere(
+    tmp_path: Path,
+) -> None:
+    # --corrections stayed as typed, unlike --data, --faces and --weights: a resume, predict
+    # or suspects from another folder could not find the file.
+    parse = cli.build_parser().parse_args
+    base = ["train", "mask", "--data", "D", "--out", str(tmp_path)]
+    config = config_for_args(parse([*base, "--corrections", "fix.csv"]))[0]
+    assert config.corrections == os.path.abspath("fix.csv")
+    assert config_for_args(parse(base))[0].corrections == "default"
+    assert config_for_args(parse([*base, "--no-corrections"]))[0].corrections == "none"
+
+
 def test_a_resume_needs_no_starting_weights(data: Path, tmp_path: Path) -> None:
     # last.pt holds the weights: a resume on a machine without the --weights file (or, the
     # same path, offline without cached ImageNet weights) must not fetch them first.

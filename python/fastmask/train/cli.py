@@ -64,8 +64,8 @@ def config_for_args(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     for key in ("image_size", "age_bounds", "loss_weights", "task_weights", "center_crop"):
         if key in given:
             given[key] = tuple(given[key])
-    for key in ("data", "faces", "weights"):  # absolute: --resume and predict work anywhere
-        if given.get(key):
+    for key in ("data", "faces", "weights", "corrections"):  # absolute: --resume, predict
+        if given.get(key) and given[key] not in ("default", "none"):  # and suspects anywhere
             given[key] = os.path.abspath(given[key])
     if args.resume is None:
         if "data" not in given:
