@@ -219,3 +219,27 @@ def test_mask_augment_is_off_by_default_and_stays_in_the_band(face_data: Path, t
 
 if __name__ == "__main__":
     render_mask_augment(Path(sys.argv[1]), Path(sys.argv[2]))
+
+
+def test_a_face_crop_run_keeps_the_detector_it_trained_on(face_data: Path, tmp_path: Path):
+    # export and classify looked the detector up in faces.csv.json when they ran: made again
+    # with another detector after training, the model was served faces it never saw.
+    import shutil
+
+    import torch
+
+    from fastmask.classify import read_metadata
+    from fastmask.export import export_model
+    from fastmask.predict import load_model
+
+    faces = tmp_path / "faces.csv"
+    shutil.copy(face_data / "faces.csv", faces)
+    record = tmp_path / "faces.csv.json"
+    record.write_text(json.dumps({"detector": {"name": "haar-eyes"}}))
+    run = tmp_path / "run"
+    argv = ["train", "mask", "--data", str(face_data), "--out", str(run), *TINY_TRAIN]
+    assert cli.main([*argv, "--crop", "face", "--faces", str(faces)]) == 0
+    record.write_text(json.dumps({"detector": {"name": "mtcnn"}}))  # `faces` run again
+    assert load_model(run / "best.pt", torch.device("cpu")).face_detector == "haar-eyes"
+    exported = export_model(run, "torchscript", tmp_path / "m.ts")
+    assert read_metadata(exported)["face_crop"]["detector"] == "haar-eyes"

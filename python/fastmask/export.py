@@ -83,17 +83,17 @@ def _tuple_outputs(model: nn.Module, heads: tuple[str, ...]) -> nn.Module:
     return TupleOutputs().eval()
 
 
-def face_crop(config: dict[str, Any]) -> dict[str, Any] | None:
+def face_crop(config: dict[str, Any], detector: str | None = None) -> dict[str, Any] | None:
     """How a face-cropping run framed images (see `fastmask.crops`), None for the centre crop:
     the margin, whether the boxes were turned to level the eyes, and the detector that found
-    the faces (classify runs the same one)."""
+    the faces (classify runs the same one): the one the run recorded, else its faces file's."""
     crop = config.get("crop", "center")
     if crop not in FACE_CROPS:
         return None
     return {
         "margin": config.get("face_margin", 0.3),
         "aligned": crop == "face-aligned",
-        "detector": face_detector(config),
+        "detector": detector or face_detector(config),
     }
 
 
@@ -117,7 +117,7 @@ def export_metadata(loaded: LoadedModel, fmt: str, file_name: str) -> dict[str, 
         # A --crop face run was fed face boxes (faces.csv) grown by this margin per side, a
         # face-aligned run those boxes turned so the eyes are level (`aligned`); the centre
         # crop above applies only to images without a box.
-        "face_crop": face_crop(loaded.config),
+        "face_crop": face_crop(loaded.config, loaded.face_detector),
         "input": {
             "name": INPUT_NAME,
             "shape": ["batch", 3, h, w],

@@ -42,8 +42,8 @@ class LoadedModel:
     config: dict[str, Any]
     # Training class frequencies per head (None in checkpoints from before they were kept).
     class_prior: dict[str, list[float]] | None = None
-    # The face detector a face-cropping model's export recorded (None: look it up, see
-    # `fastmask.crops.face_detector`).
+    # The face detector a face-cropping model trained on, as its checkpoint or export
+    # recorded it (None, from before runs kept it: look it up, `fastmask.crops.face_detector`).
     face_detector: str | None = None
 
     @property
@@ -87,7 +87,8 @@ def load_model(path: Path, device: Any) -> LoadedModel:
     augment = config.augment or "none"
     size = (int(config.image_size[0]), int(config.image_size[1]))
     prior = ckpt.get("state", {}).get("class_prior")
-    return LoadedModel(path, config.task, model, size, augment, ckpt["config"], prior)
+    detector = ckpt.get("state", {}).get("face_detector")
+    return LoadedModel(path, config.task, model, size, augment, ckpt["config"], prior, detector)
 
 
 def predict_probabilities(

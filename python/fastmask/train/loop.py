@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fastmask.crops import FACE_CROPS, face_detector
 from fastmask.errors import FastmaskError, Interrupted
 from fastmask.schema import NUM_CLASSES, TASKS, outputs_by_head, split_targets, task_labels
 from fastmask.train.config import TrainConfig
@@ -237,6 +238,10 @@ def train_split(
         h: (torch.bincount(t, minlength=NUM_CLASSES[h]).double() / max(len(t), 1)).tolist()
         for h, t in targets.items()
     }
+    if c.crop in FACE_CROPS and "face_detector" not in state:
+        # The detector whose boxes the run trains on, kept in its checkpoints: export and
+        # classify run that one even if faces.csv is made again with another.
+        state["face_detector"] = face_detector(c.to_json())
     check_same_data(run_dir, fingerprint, resuming=last_path.exists())
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
