@@ -344,35 +344,26 @@ def _correction_key(line: str) -> tuple[str, ...]:
     return tuple(next(csv.reader([line]), [])[:3])
 
 
-def reviewed_corrections(path: Path, kept: list[str]) -> list[str]:
-    """The corrections a reviewer accepted in an existing corrections.csv (its rows, read as
-    `--corrections` reads them) that are not among `kept`: a new ranking must not throw that
-    review away. A file that cannot be read is an error naming it, not overwritten."""
+def earlier_review(path: Path, kept: list[str]) -> tuple[list[str], set[tuple[str, ...]]]:
+    """What a reviewer did in an existing corrections.csv, which a new ranking must keep:
+    the corrections accepted there that are not among `kept` (its rows, read as
+    `--corrections` reads them), and the (id, field, value) of the `kept` ones commented
+    out (and not left active elsewhere in it). A file that cannot be read is an error naming
+    it, not overwritten."""
     from fastmask.data import read_corrections_csv
 
     if not path.exists():
-        return []
+        return [], set()
     known = {_correction_key(line) for line in kept}
-    return [line for line in correction_rows(read_corrections_csv(path))
-            if _correction_key(line) not in known]  # fmt: skip
-
-
-def turned_off_corrections(path: Path, kept: list[str]) -> set[tuple[str, ...]]:
-    """(id, field, value) of the `kept` corrections that a reviewer commented out in an
-    existing corrections.csv (and did not leave active elsewhere in it): a new ranking must
-    not turn them back on."""
-    from fastmask.data import read_corrections_csv
-
-    if not path.exists():
-        return set()
-    known = {_correction_key(line) for line in kept}
-    active = {_correction_key(line) for line in correction_rows(read_corrections_csv(path))}
+    rows = correction_rows(read_corrections_csv(path))
+    reviewed = [line for line in rows if _correction_key(line) not in known]
     commented = {
         _correction_key(line.lstrip().lstrip("#").strip())
         for line in path.read_text().splitlines()
         if line.lstrip().startswith("#")
     }
-    return (commented & known) - active
+    turned_off = (commented & known) - {_correction_key(line) for line in rows}
+    return reviewed, turned_off
 
 
 def correction_rows(table: pd.DataFrame) -> list[str]:
@@ -476,8 +467,7 @@ def write_suspects(
     output_dir(folder)
     table = find_suspects(job.oof).head(top)
     kept = used_corrections(job)
-    reviewed = reviewed_corrections(folder / "corrections.csv", kept)
-    turned_off = turned_off_corrections(folder / "corrections.csv", kept)
+    reviewed, turned_off = earlier_review(folder / "corrections.csv", kept)
     if turned_off:
         log.info(
             "keeping %d trained-with corrections commented out in %s",

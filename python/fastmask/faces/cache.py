@@ -49,14 +49,17 @@ def load_face_boxes(csv_path: str | Path) -> dict[str, Box | None]:
 
     Keys are the path strings exactly as `build_index` / `read_eval` produce them.
     """
-    return _boxes(_read_faces_csv(csv_path), csv_path)
+    frame = _read_faces_csv(csv_path)
+    boxes, _ = _boxes(frame, csv_path)
+    return dict(zip(frame["path"].astype(str), boxes, strict=True))
 
 
-def _boxes(frame: pd.DataFrame, csv_path: str | Path) -> dict[str, Box | None]:
+def _boxes(frame: pd.DataFrame, csv_path: str | Path) -> tuple[list[Box | None], pd.Series]:
+    """Per row the box (None: no face) and the score (NaN where empty), both checked."""
     missing = [c for c in BOX_COLUMNS if c not in frame.columns]
     if missing:
         raise D.DataError(f"{csv_path}: missing column(s) {', '.join(missing)}")
-    _numbers(frame, ["score"], csv_path)
+    scores = _numbers(frame, ["score"], csv_path)["score"]
     coords = _numbers(frame, BOX_COLUMNS[1:5], csv_path)
     empty = coords.isna()
     partial = empty.any(axis=1) & ~empty.all(axis=1)
@@ -66,10 +69,11 @@ def _boxes(frame: pd.DataFrame, csv_path: str | Path) -> dict[str, Box | None]:
             f"{csv_path}: line {i + 2}: the box (x0, y0, x1, y1) is partly empty "
             f"({', '.join(map(str, coords.iloc[i]))}): give all four or none (no face)"
         )
-    boxes: dict[str, Box | None] = {}
-    for path, (x0, y0, x1, y1) in zip(frame["path"], coords.itertuples(index=False), strict=True):
-        boxes[str(path)] = None if pd.isna(x0) else (float(x0), float(y0), float(x1), float(y1))
-    return boxes
+    boxes: list[Box | None] = [
+        None if pd.isna(x0) else (float(x0), float(y0), float(x1), float(y1))
+        for x0, y0, x1, y1 in coords.itertuples(index=False)
+    ]
+    return boxes, scores
 
 
 def _numbers(frame: pd.DataFrame, columns: Sequence[str], csv_path: str | Path) -> pd.DataFrame:
@@ -123,13 +127,11 @@ def load_faces(csv_path: str | Path) -> dict[str, Face | None]:
     Reads files written before the landmark columns existed (they give no landmarks).
     """
     frame = _read_faces_csv(csv_path)
-    boxes = _boxes(frame, csv_path)
+    boxes, scores = _boxes(frame, csv_path)
     has_landmarks = all(c in frame.columns for c in LANDMARK_COLUMNS)
-    scores = _numbers(frame, ["score"], csv_path)["score"]
     points = _numbers(frame, LANDMARK_COLUMNS, csv_path).to_numpy() if has_landmarks else None
     out: dict[str, Face | None] = {}
-    for i, path in enumerate(frame["path"].astype(str)):
-        box = boxes[path]
+    for i, (path, box) in enumerate(zip(frame["path"].astype(str), boxes, strict=True)):
         if box is None:
             out[path] = None
             continue
