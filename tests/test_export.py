@@ -148,6 +148,30 @@ def test_classify_three_task_models_in_any_order(runs, exported, images, capsys)
     assert all(" mask " in line and " age " in line for line in lines)
 
 
+def as_face_run(runs, tmp_path: Path, **config: object) -> tuple[Path, dict]:
+    """The tiny multi run as if trained with `config` (e.g. crop="face"): its folder, ckpt."""
+    ckpt = torch.load(runs["multi"] / "best.pt", map_location="cpu", weights_only=True)
+    ckpt["config"] = {**ckpt["config"], **config}
+    face_run = tmp_path / "face_run"
+    face_run.mkdir()
+    torch.save(ckpt, face_run / "best.pt")
+    return face_run, ckpt
+
+
+def classify_records(face_run: Path, images: list[str], capsys) -> list[dict]:
+    """`classify --json` of the images with the run's model, faces by mtcnn."""
+    argv = ["classify", *images, "--model", str(face_run), "--threads", "2", "--json"]
+    assert cli.main([*argv, "--detector", "mtcnn"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def assert_probabilities(records: list[dict], probs: dict, atol: float) -> None:
+    for i, r in enumerate(records):
+        for head in TASKS:
+            got = list(r["probabilities"][head].values())
+            np.testing.assert_allclose(got, probs[head][i], rtol=0, atol=atol)
+
+
 def test_classify_feeds_a_face_crop_model_the_faces_its_detector_finds(
     runs, images, tmp_path: Path, capsys
 ):
@@ -157,11 +181,7 @@ def test_classify_feeds_a_face_crop_model_the_faces_its_detector_finds(
 
     # The tiny multi run as if trained with --crop face: classify must frame images as
     # predict does (face box grown by the margin), not with the centre crop.
-    ckpt = torch.load(runs["multi"] / "best.pt", map_location="cpu", weights_only=True)
-    ckpt["config"] = {**ckpt["config"], "crop": "face", "face_margin": 0.2}
-    face_run = tmp_path / "face_run"
-    face_run.mkdir()
-    torch.save(ckpt, face_run / "best.pt")
+    face_run, ckpt = as_face_run(runs, tmp_path, crop="face", face_margin=0.2)
     # As faces.csv keeps them (0.1 pixel), which is what predict crops to.
     faces = [as_written(f) for f in detect_paths(images, "mtcnn")]
     assert any(f is not None for f in faces), "some synthetic faces should be found"
@@ -171,14 +191,9 @@ def test_classify_feeds_a_face_crop_model_the_faces_its_detector_finds(
     centre = predict_probabilities(model, images, device=CPU, threads=2)
     assert not np.allclose(framed["age"], centre["age"], atol=1e-4)  # the framing matters
 
-    argv = ["classify", *images, "--model", str(face_run), "--threads", "2", "--json"]
-    assert cli.main([*argv, "--detector", "mtcnn"]) == 0
-    records = json.loads(capsys.readouterr().out)
-    for i, r in enumerate(records):
-        for head in TASKS:
-            got = list(r["probabilities"][head].values())
-            np.testing.assert_allclose(got, framed[head][i], atol=1e-5)
-        assert (r["face"] is None) == (faces[i] is None)
+    records = classify_records(face_run, images, capsys)
+    assert_probabilities(records, framed, atol=1e-5)
+    assert [r["face"] is None for r in records] == [f is None for f in faces]
 
     # The detector comes from the run's faces file record, and travels in the export.
     record = tmp_path / "faces.csv.json"
@@ -203,23 +218,12 @@ def test_classify_frames_faces_exactly_as_predict_does_from_faces_csv(
     # the same model gave other probabilities for the same image than predict (1e-3 here).
     faces_file = tmp_path / "faces.csv"
     face_rows(images, detect_paths(images, "mtcnn")).to_csv(faces_file, index=False)
-    ckpt = torch.load(runs["multi"] / "best.pt", map_location="cpu", weights_only=True)
-    config = {**ckpt["config"], "crop": "face-aligned", "faces": str(faces_file)}
-    ckpt["config"] = config
-    face_run = tmp_path / "face_run"
-    face_run.mkdir()
-    torch.save(ckpt, face_run / "best.pt")
-    boxes = face_crop_boxes(TrainConfig.from_json(config), images)
+    face_run, ckpt = as_face_run(runs, tmp_path, crop="face-aligned", faces=str(faces_file))
+    boxes = face_crop_boxes(TrainConfig.from_json(ckpt["config"]), images)
     assert boxes is not None and any(b is not None for b in boxes)
     model = load_model(face_run / "best.pt", CPU)
     predicted = predict_probabilities(model, images, device=CPU, threads=2, crop_boxes=boxes)
-    argv = ["classify", *images, "--model", str(face_run), "--threads", "2", "--json"]
-    assert cli.main([*argv, "--detector", "mtcnn"]) == 0
-    records = json.loads(capsys.readouterr().out)
-    for i, r in enumerate(records):
-        for head in TASKS:
-            got = list(r["probabilities"][head].values())
-            np.testing.assert_allclose(got, predicted[head][i], rtol=0, atol=1e-6)
+    assert_probabilities(classify_records(face_run, images, capsys), predicted, atol=1e-6)
 
 
 def test_classify_detector_says_when_no_model_uses_it(exported, images, caplog, capsys):
